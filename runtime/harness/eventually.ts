@@ -1,0 +1,36 @@
+// Waiting without sleeping: poll a condition until it holds, or fail with the last
+// reason it did not. Crashes captured by the crash probe end the wait at once.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { takeCrash } from '../probes/crash.ts';
+
+export interface EventuallyOptions {
+  /** How long the condition may take, in ms. Generous: this is an upper bound, not a timing. */
+  within: number;
+  /** Poll interval in ms. */
+  every?: number;
+}
+
+/**
+ * Runs `probe` until it returns without throwing; returns its value. On timeout, rethrows
+ * the probe's last error (a LessonFailure tells the learner what was still wrong).
+ */
+export async function eventually<T>(probe: () => T | Promise<T>, { within, every = 5 }: EventuallyOptions): Promise<T> {
+  const deadline = performance.now() + within;
+  for (;;) {
+    const crash = takeCrash();
+    if (crash) throw crash;
+    try {
+      return await probe();
+    } catch (err) {
+      if (performance.now() >= deadline) throw err;
+    }
+    await sleep(every);
+  }
+}
+
+/** A promise you open by hand: lets a test decide the order of events instead of racing. */
+export function gate<T = void>() {
+  let open!: (value: T) => void;
+  const opened = new Promise<T>((resolve) => (open = resolve));
+  return { opened, open };
+}

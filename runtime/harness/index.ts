@@ -1,0 +1,8 @@
+// Everything a lesson's tests use, from one import.
+export { useHarness, type Harness, type Stoppable } from './scope.ts';
+export { connect, TestClient, type ConnectOptions } from './client.ts';
+export { eventually, gate } from './eventually.ts';
+export { check, fail, LessonFailure, type Lesson } from './teach.ts';
+export { LeakProbe, describeLeaks, isClean, socketFdCount } from '../probes/leaks.ts';
+export { takeCrash } from '../probes/crash.ts';
+export * from '../protocol.ts';

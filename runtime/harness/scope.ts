@@ -1,0 +1,97 @@
+// One call per test file wires the harness into vitest: every test starts with the
+// crash probe armed and a leak snapshot taken, and ends by closing what it opened and
+// checking that nothing is left alive.
+import { afterEach, beforeEach } from 'vitest';
+import { armCrashProbe, takeCrash } from '../probes/crash.ts';
+import { describeLeaks, isClean, LeakProbe } from '../probes/leaks.ts';
+import { connect, type ConnectOptions, type TestClient } from './client.ts';
+import { fail, setLesson } from './teach.ts';
+
+export interface Stoppable {
+  stop(): Promise<void>;
+}
+
+export interface Harness {
+  /** Connect a recorded test client; it is destroyed after the test. */
+  connect(port: number, options?: ConnectOptions): Promise<TestClient>;
+  /** Stop this server after the test (and check that stop() finishes). */
+  track<T extends Stoppable>(server: T): T;
+  /** Run `fn` after the test, before the leak check. */
+  defer(fn: () => unknown): void;
+  /** The snapshot taken before the test: ask it what is alive now that was not then. */
+  readonly probe: LeakProbe;
+}
+
+const STOP_WITHIN_MS = 2000;
+
+export function useHarness(lesson: string): Harness {
+  let probe: LeakProbe;
+  let cleanups: Array<() => unknown> = [];
+  // Armed for the whole file: a crash between two tests must not take the worker down.
+  armCrashProbe();
+
+  beforeEach(() => {
+    setLesson(lesson);
+    cleanups = [];
+    probe = new LeakProbe();
+    // A crash that landed after the previous test finished belongs to no test yet.
+    const late = takeCrash();
+    if (late) throw late;
+  });
+
+  afterEach(async () => {
+    const stopFailures: string[] = [];
+    for (const cleanup of cleanups.reverse()) {
+      try {
+        await cleanup();
+      } catch (err) {
+        stopFailures.push((err as Error).message);
+      }
+    }
+    const crash = takeCrash();
+    if (crash) throw crash;
+    if (stopFailures.length) {
+      fail('Cleaning up after the test failed.', {
+        observed: stopFailures.join('\n'),
+        expected: 'stop() resolves once every connection, timer and listener is released',
+        idea: 'a server has to be able to stop; tests stop it after every case',
+      });
+    }
+    const leaks = await probe.settle(500);
+    if (!isClean(leaks)) {
+      fail('Something outlived the test.', {
+        observed: `500 ms after the test closed its clients and stopped the server, still alive: ${describeLeaks(leaks)}`,
+        expected: 'nothing: every socket, timer and listener a connection made is released when it ends',
+        idea: 'whatever a connection opens, its close path must release (lesson 01)',
+      });
+    }
+  });
+
+  return {
+    connect: async (port, options) => {
+      const client = await connect(port, options);
+      cleanups.push(() => client.close());
+      return client;
+    },
+    track: (server) => {
+      cleanups.push(() => stopWithin(server, STOP_WITHIN_MS));
+      return server;
+    },
+    defer: (fn) => void cleanups.push(fn),
+    get probe() {
+      return probe;
+    },
+  };
+}
+
+async function stopWithin(server: Stoppable, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`stop() had not finished ${ms} ms after it was called`)), ms);
+  });
+  try {
+    await Promise.race([server.stop(), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,78 @@
+// The lesson catalog: what lessons exist, what their README front matter says, and what
+// their manifest (maintainer data, in solutions/) expects of their tests.
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { lessonNumber, lessonsDir, projectRoot, solutionsDir } from './targets/resolve.ts';
+
+export interface LessonInfo {
+  nn: string;
+  /** "02-framing": directory name, test file stem and vitest project name. */
+  slug: string;
+  title: string;
+  concern: string;
+  learn: string[];
+  hints: string[];
+  /** The capstone is judged on the learner's own tree, never in isolation. */
+  capstone: boolean;
+  readme: string;
+  testFile: string;
+}
+
+export interface Manifest {
+  lesson: string;
+  bugs: Array<{
+    id: string;
+    /** The mistake, as the exercise makes it. */
+    mistake: string;
+    /** Test titles (unique within the lesson) that fail because of it. */
+    tests: string[];
+  }>;
+}
+
+export function splitFrontMatter(source: string): { data: Record<string, unknown>; body: string } {
+  const m = source.match(/^---\n([\s\S]*?)\n---\n?/);
+  if (!m) return { data: {}, body: source };
+  return { data: (parseYaml(m[1]!) ?? {}) as Record<string, unknown>, body: source.slice(m[0].length) };
+}
+
+export function listLessons(): LessonInfo[] {
+  if (!existsSync(lessonsDir)) return [];
+  return readdirSync(lessonsDir, { withFileTypes: true })
+    .filter((d) => d.isDirectory() && /^\d\d-/.test(d.name))
+    .map((d) => d.name)
+    .sort()
+    .map(readLesson);
+}
+
+function readLesson(slug: string): LessonInfo {
+  const readme = path.join(lessonsDir, slug, 'README.md');
+  const data: Record<string, unknown> = existsSync(readme) ? splitFrontMatter(readFileSync(readme, 'utf8')).data : {};
+  const strings = (v: unknown) => (Array.isArray(v) ? v.map(String) : []);
+  return {
+    nn: lessonNumber(slug)!,
+    slug,
+    title: String(data.title ?? slug),
+    concern: String(data.concern ?? ''),
+    learn: strings(data.learn),
+    hints: strings(data.hints),
+    capstone: data.capstone === true,
+    readme,
+    testFile: path.join(projectRoot, 'test', `${slug}.test.ts`),
+  };
+}
+
+/** Finds a lesson by "2", "02" or "02-framing". */
+export function findLesson(name: string): LessonInfo | undefined {
+  const nn = lessonNumber(name);
+  return listLessons().find((l) => l.nn === nn || l.slug === name);
+}
+
+export function manifestPath(slug: string): string {
+  return path.join(solutionsDir, slug, 'manifest.json');
+}
+
+export function readManifest(slug: string): Manifest | undefined {
+  const file = manifestPath(slug);
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Manifest) : undefined;
+}

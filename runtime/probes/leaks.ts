@@ -1,0 +1,136 @@
+// The leak probe: what a test left alive. An async hook notes every timer, socket and
+// server the process creates and forgets it when it is released; a probe's snapshot is
+// the set alive when it was taken, so what is alive now and was not then is a leak.
+// (Counting process.getActiveResourcesInfo() is not enough: a leaked timer hides behind
+// one of the test runner's own timers that ended meanwhile.) Socket fds come from
+// /proc/self/fd, as a second witness.
+import { createHook } from 'node:async_hooks';
+import { readdirSync, readlinkSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+interface Tracked {
+  kind: string;
+  resource: { hasRef?: () => boolean; _destroyed?: boolean };
+  /** Where user code created it: the most useful line in a leak report. */
+  site: string;
+}
+
+// The async-hook types we watch, under the names getActiveResourcesInfo() uses.
+const KINDS: Record<string, string> = { Timeout: 'Timeout', TCPWRAP: 'TCPSocketWrap', TCPSERVERWRAP: 'TCPServerWrap' };
+
+const MEANING: Record<string, string> = {
+  TCPSocketWrap: 'open TCP socket',
+  TCPServerWrap: 'listening server',
+  Timeout: "ref'ed timer or interval",
+};
+
+const alive = new Map<number, Tracked>();
+
+createHook({
+  init(asyncId, type, _trigger, resource) {
+    const kind = KINDS[type];
+    if (!kind) return;
+    const site = creationSite();
+    // The test runner's own timers come and go with every test; they are not the lesson's.
+    if (site === undefined) return;
+    alive.set(asyncId, { kind, resource: resource as Tracked['resource'], site });
+  },
+  destroy(asyncId) {
+    alive.delete(asyncId);
+  },
+}).enable();
+
+/** The first stack frame in project code, or undefined for the test runner's own resources. */
+function creationSite(): string | undefined {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 30;
+  const stack = new Error().stack ?? '';
+  Error.stackTraceLimit = limit;
+  const frames = stack.split('\n').slice(1).filter((f) => !f.includes('node:') && !f.includes('probes/leaks.ts'));
+  const own = frames.find((f) => /\.ts:\d+/.test(f) && !f.includes('node_modules'));
+  if (!own && frames.some((f) => /node_modules[\\/](vitest|@vitest|tinypool|vite)[\\/]/.test(f))) return undefined;
+  const m = own?.match(/([^/\\(]+\.ts):(\d+)/);
+  return m ? `${m[1]}:${m[2]}` : 'node internals';
+}
+
+export type Resources = Map<string, number>;
+
+export interface Leaks {
+  /** Resources alive now that were not at the snapshot, by kind. */
+  resources: Resources;
+  /** Where each leaked resource was created ("presence.ts:45"), for the report. */
+  sites: string[];
+  /** Socket fds open now beyond the snapshot. */
+  socketFds: number;
+}
+
+/** Socket fds of this process (only `socket:` links: readdir itself opens an fd). */
+export function socketFdCount(): number {
+  let n = 0;
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith('socket:')) n++;
+    } catch {
+      // the fd closed between readdir and readlink
+    }
+  }
+  return n;
+}
+
+export function isClean(leaks: Leaks): boolean {
+  return leaks.resources.size === 0 && leaks.socketFds <= 0;
+}
+
+/** "1 Timeout (ref'ed timer or interval), 2 TCPSocketWrap (open TCP socket) — created at presence.ts:45". */
+export function describeLeaks(leaks: Leaks): string {
+  const parts = [...leaks.resources].map(([name, n]) => `${n} ${name}${MEANING[name] ? ` (${MEANING[name]})` : ''}`);
+  if (leaks.socketFds > 0 && !leaks.resources.has('TCPSocketWrap')) parts.push(`${leaks.socketFds} socket fd(s)`);
+  if (!parts.length) return 'nothing';
+  const sites = [...new Set(leaks.sites)];
+  return `${parts.join(', ')}${sites.length ? `; created at ${sites.join(', ')}` : ''}`;
+}
+
+export class LeakProbe {
+  private before = new Set<number>();
+  private fds = 0;
+
+  constructor() {
+    this.rebase();
+  }
+
+  /** Forget the old snapshot: what is alive now is the new baseline. */
+  rebase(): void {
+    this.before = new Set(alive.keys());
+    this.fds = socketFdCount();
+  }
+
+  leaks(): Leaks {
+    const resources: Resources = new Map();
+    const sites: string[] = [];
+    for (const [id, t] of alive) {
+      if (this.before.has(id)) continue;
+      if (t.kind === 'Timeout') {
+        // A timer that fired or was cleared is gone, though the hook hears of it a little
+        // later. An unref'ed timer keeps nothing alive (AbortSignal.timeout, idle evictors).
+        if (t.resource._destroyed || (t.resource.hasRef && !t.resource.hasRef())) continue;
+      }
+      resources.set(t.kind, (resources.get(t.kind) ?? 0) + 1);
+      sites.push(t.site);
+    }
+    return { resources, sites, socketFds: socketFdCount() - this.fds };
+  }
+
+  /**
+   * Polls until nothing beyond the snapshot is alive, or `within` ms pass; returns what
+   * is left (empty when clean). A destroyed socket leaves the list once its close
+   * callback has run, a few ms later, hence the wait.
+   */
+  async settle(within = 300): Promise<Leaks> {
+    const deadline = performance.now() + within;
+    for (;;) {
+      const leaks = this.leaks();
+      if (isClean(leaks) || performance.now() >= deadline) return leaks;
+      await sleep(5);
+    }
+  }
+}
