@@ -39,7 +39,10 @@ export function useHarness(lesson: string): Harness {
     if (late) throw late;
   });
 
-  afterEach(async () => {
+  afterEach(async (context) => {
+    // A test that already failed has told the learner what matters; its leftovers would
+    // only repeat it (and waiting them out would slow every run of a broken exercise).
+    const alreadyFailed = context.task.result?.state === 'fail';
     const stopFailures: string[] = [];
     for (const cleanup of cleanups.reverse()) {
       try {
@@ -57,6 +60,7 @@ export function useHarness(lesson: string): Harness {
         idea: 'a server has to be able to stop; tests stop it after every case',
       });
     }
+    if (alreadyFailed) return;
     const leaks = await probe.settle(500);
     if (!isClean(leaks)) {
       fail('Something outlived the test.', {

@@ -20,10 +20,7 @@ export interface Lesson {
 }
 
 export class LessonFailure extends Error {
-  constructor(
-    summary: string,
-    readonly lesson: Lesson,
-  ) {
+  constructor(summary: string, lesson: Lesson) {
     const hint = currentLesson ? `npm run hint ${currentLesson}   (hints come in tiers, from a nudge to nearly the answer)` : undefined;
     const lines = [
       summary,

@@ -1,0 +1,55 @@
+// Running vitest from our own commands: one place that knows how to pick lessons, point
+// the suites at a tree, and collect the results.
+import { createVitest, type Reporter } from 'vitest/node';
+import { findLesson, listLessons, type LessonInfo } from '../lessons.ts';
+import { groupByProject, type ProjectResult } from './results.ts';
+
+export interface RunOptions {
+  /** vitest project names to run (lesson slugs, "runtime"). */
+  projects: string[];
+  /** WORKBOOK_TARGET for this run: "lessons", "solutions" or a directory. */
+  target?: string;
+  reporters: Reporter[];
+  watch?: boolean;
+}
+
+/** Runs the projects once and returns the results by project. */
+export async function runOnce(options: RunOptions): Promise<Map<string, ProjectResult>> {
+  const vitest = await open(options);
+  try {
+    const { testModules } = await vitest.start();
+    return groupByProject(testModules);
+  } finally {
+    await vitest.close();
+  }
+}
+
+/** Starts vitest (in watch mode if asked); the caller closes it. */
+export async function open(options: RunOptions) {
+  // vitest.config.ts reads the target when it is loaded, once per createVitest.
+  if (options.target) process.env.WORKBOOK_TARGET = options.target;
+  return createVitest('test', {
+    watch: options.watch ?? false,
+    project: options.projects,
+    reporters: options.reporters,
+    // Tests print nothing a learner needs; the reporter says what matters.
+    silent: true,
+  });
+}
+
+/**
+ * Lessons named on the command line ("2", "02", "02-framing"), or all of them. Unknown
+ * names are an error worth a clear message, not an empty run.
+ */
+export function pickLessons(args: string[]): LessonInfo[] {
+  const names = args.filter((a) => !a.startsWith('-'));
+  if (!names.length) return listLessons();
+  return names.map((name) => {
+    const lesson = findLesson(name);
+    if (!lesson) {
+      const known = listLessons().map((l) => l.slug).join(', ');
+      throw new Error(`No lesson "${name}". The lessons are: ${known}`);
+    }
+    return lesson;
+  });
+}

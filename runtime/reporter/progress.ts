@@ -1,0 +1,75 @@
+// The learner's reporter: a progress row per lesson, the first failure in full (it says
+// what was observed, what was expected and the idea at stake), where the next hint is,
+// and a plain closing line "N passed, M failed".
+import type { Reporter, TestModule, Vitest } from 'vitest/node';
+import { listLessons, type LessonInfo } from '../lessons.ts';
+import { readProgress, writeProgress } from '../cli/state.ts';
+import { groupByProject, isSolved, passedCount, type ProjectResult } from '../cli/results.ts';
+
+export interface ProgressReporterOptions {
+  /** Called after each run with the results, by lesson slug (npm start uses it). */
+  onResults?: (results: Map<string, ProjectResult>) => void;
+}
+
+export default class ProgressReporter implements Reporter {
+  private vitest!: Vitest;
+
+  constructor(private readonly options: ProgressReporterOptions = {}) {}
+
+  onInit(vitest: Vitest): void {
+    this.vitest = vitest;
+  }
+
+  onTestRunEnd(): void {
+    // In watch mode a rerun hands us only the files it reran; the state has them all.
+    const modules: readonly TestModule[] = this.vitest.state.getTestModules();
+    const results = groupByProject(modules);
+    const lessons = listLessons().filter((l) => results.has(l.slug));
+    const progress = readProgress();
+    const out: string[] = ['', 'Staying Connected: progress', ''];
+
+    for (const lesson of lessons) {
+      const r = results.get(lesson.slug)!;
+      progress.lessons[lesson.slug] = { passed: passedCount(r), total: r.tests.length, at: new Date().toISOString() };
+      const mark = isSolved(r) ? '✔' : ' ';
+      const count = r.loadErrors.length ? 'does not load' : `${passedCount(r)}/${r.tests.length}`;
+      out.push(` ${mark} ${lesson.nn} ${lesson.title.padEnd(22)} ${count}`);
+    }
+    writeProgress(progress);
+
+    const firstUnsolved = lessons.find((l) => !isSolved(results.get(l.slug)!));
+    if (firstUnsolved) out.push('', ...this.describeFailure(firstUnsolved, results.get(firstUnsolved.slug)!, progress.hintsShown[firstUnsolved.nn] ?? 0));
+    else if (lessons.length) out.push('', `All ${lessons.length} lesson(s) in this run pass.`);
+
+    const all = [...results.values()].flatMap((r) => r.tests);
+    const passed = all.filter((t) => t.state === 'passed').length;
+    const failed = all.filter((t) => t.state === 'failed').length + [...results.values()].filter((r) => r.loadErrors.length).length;
+    out.push('', `${passed} passed, ${failed} failed`);
+    console.log(out.join('\n'));
+    this.options.onResults?.(results);
+  }
+
+  private describeFailure(lesson: LessonInfo, r: ProjectResult, hintsShown: number): string[] {
+    const lines = [`Lesson ${lesson.nn}, ${lesson.title}: ${lesson.concern}`, `  read: ${relative(lesson.readme)}`, ''];
+    if (r.loadErrors.length) {
+      lines.push('The lesson\'s tests could not load your code:', ...r.loadErrors.map((e) => `  ${e}`));
+    } else {
+      for (const t of r.tests) lines.push(`  ${t.state === 'passed' ? '✓' : '✗'} ${t.title}`);
+      const first = r.tests.find((t) => t.state === 'failed');
+      if (first) lines.push('', `First failure: ${first.title}`, '', indent(first.errorMessage ?? '(no message)'));
+    }
+    const total = lesson.hints.length;
+    lines.push('', hintsShown < total
+      ? `Stuck? npm run hint ${lesson.nn}  (hint ${hintsShown + 1} of ${total})`
+      : `All ${total} hints shown: npm run hint ${lesson.nn} prints them again.`);
+    return lines;
+  }
+}
+
+function indent(text: string): string {
+  return text.split('\n').map((l) => `  ${l}`).join('\n');
+}
+
+function relative(file: string): string {
+  return file.slice(file.indexOf('/lessons/') + 1);
+}

@@ -1,0 +1,148 @@
+// The harness checks itself: the probes must see what they claim to see, and stay quiet
+// when there is nothing to see.
+import { describe, expect, test } from 'vitest';
+import net from 'node:net';
+import { once } from 'node:events';
+import {
+  check, connect, describeLeaks, encode, eventually, FrameType, gate, isClean, LeakProbe, LessonFailure, ReferenceDecoder, useHarness,
+} from '../../runtime/harness/index.ts';
+
+const h = useHarness('runtime');
+
+async function listen(handler: (s: net.Socket) => void = () => {}) {
+  const server = net.createServer(handler);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  h.defer(() => new Promise<void>((r) => server.close(() => r())));
+  return { server, port: (server.address() as net.AddressInfo).port };
+}
+
+describe('teaching failures', () => {
+  test('a LessonFailure says observed, expected, idea and where the hint is', () => {
+    const err = new LessonFailure('Summary.', { observed: 'o', expected: 'e', idea: 'i' });
+    expect(err.name).toBe('LessonFailure');
+    expect(err.message).toMatch(/^Summary\.\n {2}observed: o\n {2}expected: e\n {2}idea: {5}i\n {2}stuck\? {4}npm run hint runtime/);
+  });
+
+  test('check passes quietly and fails with a LessonFailure', () => {
+    expect(() => check(true, 's', { observed: '', expected: '', idea: '' })).not.toThrow();
+    expect(() => check(false, 's', { observed: '', expected: '', idea: '' })).toThrow(LessonFailure);
+  });
+});
+
+describe('eventually and gate', () => {
+  test('eventually returns once the probe holds', async () => {
+    let calls = 0;
+    const value = await eventually(() => {
+      calls++;
+      if (calls < 3) throw new Error('not yet');
+      return 'done';
+    }, { within: 1000, every: 1 });
+    expect(value).toBe('done');
+    expect(calls).toBe(3);
+  });
+
+  test("eventually rethrows the probe's last error after `within`", async () => {
+    const t0 = performance.now();
+    await expect(eventually(() => { throw new Error('still wrong'); }, { within: 50 })).rejects.toThrow('still wrong');
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(48);
+  });
+
+  test('a gate holds until opened', async () => {
+    const g = gate<number>();
+    const order: string[] = [];
+    const waiter = g.opened.then((v) => order.push(`opened ${v}`));
+    order.push('before');
+    g.open(7);
+    await waiter;
+    expect(order).toEqual(['before', 'opened 7']);
+  });
+});
+
+describe('leak probe', () => {
+  test('sees a timer, and where it was created', () => {
+    const probe = new LeakProbe();
+    const timer = setInterval(() => {}, 1000);
+    const leaks = probe.leaks();
+    clearInterval(timer);
+    expect(leaks.resources.get('Timeout')).toBe(1);
+    expect(describeLeaks(leaks)).toContain('harness.test.ts');
+    expect(isClean(probe.leaks())).toBe(true);
+  });
+
+  test("ignores an unref'ed timer", () => {
+    const probe = new LeakProbe();
+    const timer = setTimeout(() => {}, 1000).unref();
+    expect(isClean(probe.leaks())).toBe(true);
+    clearTimeout(timer);
+  });
+
+  test('sees a server and both ends of a connection until they close', async () => {
+    const probe = new LeakProbe();
+    const { port, server } = await listen();
+    const client = net.connect(port, '127.0.0.1');
+    await once(server, 'connection');
+    const open = probe.leaks();
+    expect(open.resources.get('TCPServerWrap')).toBe(1);
+    expect(open.resources.get('TCPSocketWrap')).toBe(2);
+    expect(open.socketFds).toBeGreaterThanOrEqual(3);
+    client.destroy();
+    await new Promise<void>((r) => server.close(() => r()));
+    expect(isClean(await probe.settle(500))).toBe(true);
+  });
+});
+
+describe('crash probe', () => {
+  test("captures an 'error' event nobody listens to, as a LessonFailure", async () => {
+    const { port } = await listen(); // the server's sockets have no 'error' listener
+    const client = await connect(port);
+    await eventually(() => expect(client.socket.remotePort).toBe(port), { within: 200 });
+    await new Promise((r) => setTimeout(r, 20)); // let the server accept before we reset
+    client.reset();
+    // eventually() checks the crash probe on every poll and fails at once with the crash.
+    const t0 = performance.now();
+    const crash = await eventually(() => { throw new Error('waiting'); }, { within: 5000 }).catch((err: unknown) => err as Error);
+    expect(performance.now() - t0).toBeLessThan(4000);
+    expect(crash).toBeInstanceOf(LessonFailure);
+    expect(crash.message).toContain('ECONNRESET');
+    expect(crash.message).toContain("'error' listener");
+  });
+});
+
+describe('test client', () => {
+  test('records frames, lines and how the connection closed', async () => {
+    const { port } = await listen((s) => {
+      s.on('error', () => {});
+      s.write(Buffer.concat([encode(FrameType.DATA, 'a'), encode(FrameType.PING)]));
+      s.end();
+    });
+    const client = await h.connect(port);
+    const frames = await client.waitForFrames(2, 'two frames');
+    expect(frames.map((f) => f.type)).toEqual([FrameType.DATA, FrameType.PING]);
+    expect(await client.waitClosed('the server ends')).toBe('fin');
+  });
+
+  test('a reset is reported as a reset', async () => {
+    const { port } = await listen((s) => s.once('data', () => s.resetAndDestroy()));
+    const client = await h.connect(port);
+    await client.write('hello');
+    expect(await client.waitClosed('the server resets')).toBe('reset');
+  });
+
+  test('waitForFrames fails with what did arrive', async () => {
+    const { port } = await listen((s) => {
+      s.on('error', () => {});
+      s.write(encode(FrameType.PONG, 'x'));
+    });
+    const client = await h.connect(port);
+    await expect(client.waitForFrames(2, 'two replies', 100)).rejects.toThrow(/1 of 2 frame\(s\) arrived: PONG "x"/);
+  });
+});
+
+describe('reference decoder', () => {
+  test('refuses a length over the maximum before waiting for it', () => {
+    const header = Buffer.alloc(4);
+    header.writeUInt32BE(2 ** 31);
+    expect(() => new ReferenceDecoder().push(header)).toThrow(/outside 1\.\./);
+  });
+});
