@@ -32,6 +32,7 @@ function decodeChunks(chunks: Buffer[]): Frame[] {
     try {
       frames.push(...decoder.push(chunk));
     } catch (err) {
+      if (err instanceof TypeError || err instanceof ReferenceError) throw err; // a slip, not the lesson
       fail('The decoder threw on well-formed input.', {
         observed: `push() threw ${(err as Error).name}: ${(err as Error).message}\nwhile being fed chunk ${i + 1} of ${chunks.length}, sizes [${chunks.map((c) => c.length).join(', ')}]`,
         expected: 'valid frames decode whatever the chunk sizes',

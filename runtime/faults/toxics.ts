@@ -12,7 +12,8 @@ export type { Way } from './timeline.ts';
 export type Direction = Way | 'both';
 
 export type FaultSpec =
-  // Cuts the bytes into pieces of at most `bytes`, `delayMs` apart: partial reads, split headers.
+  // Cuts the bytes into pieces of at most `bytes`, `delayMs` apart (and one timer tick at
+  // least, so the receiver reads each piece on its own): partial reads, split headers.
   | { kind: 'slicer'; bytes: number; delayMs?: number; direction?: Direction }
   // Holds every byte for `ms` ± `jitterMs` (drawn from the proxy's seed), keeping their order.
   | { kind: 'latency'; ms: number; jitterMs?: number; direction?: Direction }
@@ -131,8 +132,9 @@ interface Item {
 
 // Above this many held bytes we stop reading the sender, as a full TCP window would.
 // Without it a slow fault would turn the proxy into an unbounded buffer and hide the
-// backpressure the lessons are about.
-const HIGH_WATER = 64 * 1024;
+// backpressure the lessons are about. Like a window it caps throughput under latency:
+// at most this much per `ms` (the bandwidth-delay product).
+const HIGH_WATER = 256 * 1024;
 // A bandwidth limit sends at most this much time's worth of bytes at once, so the bytes
 // trickle out instead of leaving in one burst.
 const BURST_MS = 50;
@@ -217,13 +219,14 @@ export class Pipe {
 
   /**
    * Writes whatever may leave now and sets the timer for the rest. Runs when bytes arrive,
-   * when the timer fires, on 'drain', and whenever a fault is added or removed.
+   * when the timer fires (`onTimer`), on 'drain', and whenever a fault is added or removed,
+   * so a change of faults reaches the bytes already held.
    */
   pump(onTimer = false): void {
     clearTimeout(this.timer);
     this.timer = undefined;
     // What the connection must do once this pump is over (end or reset it), if anything.
-    let then: (() => void) | undefined;
+    let afterwards: (() => void) | undefined;
     // Every pass writes or drops part of the queue, or breaks: the loop is bounded by it.
     while (!this.stopped && this.queue.length > 0) {
       const head = this.queue[0]!;
@@ -234,7 +237,7 @@ export class Pipe {
       }
       if (this.to.destroyed) {
         this.dropQueue('receiver gone');
-        if (head.bytes) then = () => this.owner.resetAll('bytes for a peer that is gone');
+        if (head.bytes) afterwards = () => this.owner.resetAll('bytes for a peer that is gone');
         break;
       }
       if (this.to.writableNeedDrain) break; // 'drain' runs us again
@@ -245,17 +248,17 @@ export class Pipe {
         size = Math.min(size, fx.slice.bytes);
         leaveAt = Math.max(leaveAt, this.nextPieceAt);
       }
+      if (!fx.bytesPerSecond) this.bucket = undefined;
       if (head.bytes && fx.bytesPerSecond) {
         size = Math.min(size, Math.max(1, Math.floor((fx.bytesPerSecond * BURST_MS) / 1000)));
         leaveAt = Math.max(leaveAt, this.bandwidthReadyAt(size, fx.bytesPerSecond, now));
-      } else {
-        this.bucket = undefined;
       }
-      if (head.bytes && this.roomUnder(fx.limits) === 0) {
-        then = () => this.owner.closeBoth('limitData reached');
+      const room = this.roomUnder(fx.limits);
+      if (head.bytes && room === 0) {
+        afterwards = () => this.owner.closeBoth('limitData reached');
         break;
       }
-      if (head.bytes) size = Math.min(size, this.roomUnder(fx.limits));
+      size = Math.min(size, room);
       // A slicer's pieces leave only from a timer callback, never straight from a 'data'
       // handler: the receiver then reads each piece before the next is written, instead of
       // finding two of them glued together in its buffer.
@@ -265,14 +268,14 @@ export class Pipe {
       }
       this.send(head, size, fx, now);
       onTimer = false;
-      if (fx.limits.length && this.roomUnder(fx.limits) === 0) {
-        then = () => this.owner.closeBoth('limitData reached');
+      if (head.bytes && fx.limits.length && this.roomUnder(fx.limits) === 0) {
+        afterwards = () => this.owner.closeBoth('limitData reached');
         break;
       }
     }
     this.flowControl();
     // Last, outside the loop: ending the connection pumps both pipes, this one included.
-    then?.();
+    afterwards?.();
   }
 
   private send(head: Item, size: number, fx: Effects, now: number): void {

@@ -21,7 +21,7 @@ export function disarmCrashProbe(): void {
 }
 
 /** The first captured crash as a LessonFailure (and forgets them all), or undefined. */
-export function takeCrash(): LessonFailure | undefined {
+export function takeCrash(): Error | undefined {
   const [first] = captured;
   if (first === undefined) return undefined;
   const count = captured.length;
@@ -29,7 +29,10 @@ export function takeCrash(): LessonFailure | undefined {
   return crashFailure(first, count);
 }
 
-function crashFailure(err: unknown, count: number): LessonFailure {
+function crashFailure(err: unknown, count: number): Error {
+  // A TypeError or ReferenceError is a slip in the code, not the lesson's concern: report
+  // it as it is, with its stack (and verify will not count it as a lesson failure).
+  if (err instanceof TypeError || err instanceof ReferenceError) return err;
   const e = err as NodeJS.ErrnoException;
   const what = e instanceof Error ? `${e.name}${e.code ? ` ${e.code}` : ''}: ${e.message}` : String(err);
   const unhandledEvent = /Unhandled 'error' event/.test(e?.message ?? '') || (e?.code && /^E[A-Z]+$/.test(e.code));
