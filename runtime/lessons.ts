@@ -17,6 +17,8 @@ export interface LessonInfo {
   capstone: boolean;
   readme: string;
   testFile: string;
+  /** Set when the lesson's README is missing or its front matter is broken. */
+  problem?: string;
 }
 
 export interface Manifest {
@@ -47,7 +49,15 @@ export function listLessons(): LessonInfo[] {
 
 function readLesson(slug: string): LessonInfo {
   const readme = path.join(lessonsDir, slug, 'README.md');
-  const data: Record<string, unknown> = existsSync(readme) ? splitFrontMatter(readFileSync(readme, 'utf8')).data : {};
+  let data: Record<string, unknown> = {};
+  let problem: string | undefined;
+  try {
+    if (existsSync(readme)) data = splitFrontMatter(readFileSync(readme, 'utf8')).data;
+    else problem = 'no README.md';
+  } catch (err) {
+    // One lesson's broken front matter must not stop every other lesson from running.
+    problem = `README.md front matter does not parse: ${(err as Error).message.split('\n')[0]}`;
+  }
   const strings = (v: unknown) => (Array.isArray(v) ? v.map(String) : []);
   return {
     nn: lessonNumber(slug)!,
@@ -59,6 +69,7 @@ function readLesson(slug: string): LessonInfo {
     capstone: data.capstone === true,
     readme,
     testFile: path.join(projectRoot, 'test', `${slug}.test.ts`),
+    ...(problem ? { problem } : {}),
   };
 }
 

@@ -65,7 +65,8 @@ async function verify() {
 
 /** Everything wrong with one lesson, in words a maintainer can act on. */
 function judgeLesson(lesson: LessonInfo, sol: ProjectResult | undefined, ex: ProjectResult | undefined): string[] {
-  const problems: string[] = [];
+  const problems: string[] = lesson.problem ? [lesson.problem] : [];
+  if (!lesson.hints.length) problems.push('README.md front matter has no hints');
   const manifest = readManifest(lesson.slug);
   if (!manifest) return [`no manifest at solutions/${lesson.slug}/manifest.json`];
   if (!sol || !ex) return [`its tests did not run (is there a test/${lesson.slug}.test.ts?)`];

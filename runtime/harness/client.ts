@@ -118,6 +118,8 @@ export class TestClient {
    */
   async close(ms = 300): Promise<void> {
     if (this.closed) return;
+    // A paused client would never read the server's FIN: nothing polite left to wait for.
+    if (this.socket.isPaused()) return void this.socket.destroy();
     this.socket.end();
     const deadline = performance.now() + ms;
     while (!this.closed && performance.now() < deadline) await new Promise((r) => setTimeout(r, 5));

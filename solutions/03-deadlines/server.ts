@@ -1,0 +1,215 @@
+// A request/response server where nothing waits for ever. Each request carries how long
+// its caller will wait; the server works within that, and gives up on what has no future:
+// a connection that went quiet, a frame that never finishes arriving, a reply nobody
+// reads, work for a client that has already left.
+//
+// It speaks the workbook protocol with the codec of lesson 02. A request is a DATA frame
+// whose body is a u32 big-endian budget in ms, then the request bytes. The reply is DATA
+// with the result, or ERROR "TIMEOUT ..." when the budget ran out first. The protocol has
+// no request ids, so one connection's requests are served one at a time, in order.
+import net from 'node:net';
+import { encodeFrame, FrameDecoder, FrameType, type Frame } from '../02-framing/codec.ts';
+
+/**
+ * The work a request asks for: typically a call to something downstream (a database,
+ * another service). Stop when `signal` aborts. `budgetMs` is the time to promise the next
+ * hop, which cannot see our signal.
+ */
+export type Work = (request: Buffer, signal: AbortSignal, budgetMs: number) => Promise<Buffer>;
+
+export interface DeadlineOptions {
+  /** 0 (the default) lets the OS pick a free port. */
+  port?: number;
+  work: Work;
+  /** A connection with no bytes in or out for this long is closed (default 30 s). */
+  idleMs?: number;
+  /** A frame whose first byte has arrived must be complete within this (default 10 s). */
+  frameMs?: number;
+  /** A frame handed to write() must be taken by the kernel within this (default 10 s). */
+  writeMs?: number;
+  /** The most time the server gives one request, whatever its budget says (default 60 s). */
+  maxBudgetMs?: number;
+  /** The timeout of a call to `work`: a slow downstream must not hold a request for ever (default 5 s). */
+  workTimeoutMs?: number;
+  maxFrameBytes?: number;
+  /** Where the server says what it decided about a connection (default: nowhere). */
+  log?: (line: string) => void;
+}
+
+export interface RequestCounters {
+  /** Requests whose work was started. */
+  started: number;
+  /** Work that resolved, whether or not anyone was left to read the reply. */
+  completed: number;
+  /** Work that stopped because its signal aborted. */
+  aborted: number;
+  /** Work that failed for another reason. */
+  failed: number;
+}
+
+export interface DeadlineServer {
+  port: number;
+  /** Connections open right now. */
+  readonly connections: number;
+  readonly requests: RequestCounters;
+  stop(): Promise<void>;
+}
+
+export async function startDeadlineServer(options: DeadlineOptions): Promise<DeadlineServer> {
+  const { work, log = () => {} } = options;
+  const idleMs = options.idleMs ?? 30_000;
+  const frameMs = options.frameMs ?? 10_000;
+  const writeMs = options.writeMs ?? 10_000;
+  const maxBudgetMs = options.maxBudgetMs ?? 60_000;
+  const workTimeoutMs = options.workTimeoutMs ?? 5_000;
+
+  const connections = new Set<net.Socket>();
+  const requests: RequestCounters = { started: 0, completed: 0, aborted: 0, failed: 0 };
+  // Aborted by stop(): every request in flight, on every connection, stops.
+  const shutdown = new AbortController();
+  let nextId = 1;
+
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    const id = nextId++;
+    connections.add(socket);
+    socket.on('error', () => {}); // 'close' follows and cleans up (lesson 01)
+
+    // Aborted when this connection closes, however it closes: its client is gone, so is
+    // the point of any work done for it.
+    const gone = new AbortController();
+    let frameTimer: NodeJS.Timeout | undefined;
+    const writeTimers = new Set<NodeJS.Timeout>();
+    socket.once('close', () => {
+      connections.delete(socket);
+      gone.abort(new Error('client gone'));
+      clearTimeout(frameTimer);
+      for (const timer of writeTimers) clearTimeout(timer);
+    });
+
+    const decoder = new FrameDecoder(options.maxFrameBytes);
+    let refused = false;
+    // Requests waiting or running on this connection, served in order.
+    let queue = Promise.resolve();
+    let pending = 0;
+
+    function send(frame: Buffer): void {
+      if (!socket.writable) return; // closing: nobody to tell
+      // The write deadline. A peer that stops reading fills its receive buffer and ours,
+      // and from then on write() only queues, in our memory. The callback runs once the
+      // kernel has taken the bytes; if that takes longer than writeMs, the peer is stuck.
+      const timer = setTimeout(() => {
+        log(`connection ${id}: a reply waited ${writeMs} ms for the client to read`);
+        socket.destroy();
+      }, writeMs);
+      writeTimers.add(timer);
+      socket.write(frame, () => {
+        clearTimeout(timer);
+        writeTimers.delete(timer);
+      });
+    }
+
+    // Give up on this connection: say why, then hang up without waiting for the peer's
+    // FIN (a peer we are giving up on does not get to hold the socket open).
+    function giveUp(reason: string): void {
+      if (refused) return;
+      log(`connection ${id}: ${reason}`);
+      refused = true;
+      socket.end(encodeFrame(FrameType.ERROR, `TIMEOUT ${reason}`), () => socket.destroy());
+    }
+
+    // Close connections that go quiet: after idleMs without a byte either way, the socket
+    // times out.
+    socket.setTimeout(idleMs);
+    socket.on('timeout', () => {
+      // 'timeout' only reports; closing is our job. A request being worked on is not
+      // idleness: its own budget bounds it, and its reply will restart the clock.
+      if (pending > 0) return;
+      giveUp(`idle for ${idleMs} ms`);
+    });
+
+    async function serve(request: Buffer, budgetMs: number, receivedAt: number): Promise<void> {
+      // The budget is the caller's, and it started running when the request arrived, not
+      // when its turn came: what is left is all anyone downstream may have.
+      const leftMs = Math.floor(budgetMs - (performance.now() - receivedAt));
+      if (leftMs <= 0) return send(encodeFrame(FrameType.ERROR, `TIMEOUT budget of ${budgetMs} ms ran out`));
+      // One signal for every reason to stop: the client left, the budget ran out, the
+      // server is shutting down.
+      const signal = AbortSignal.any([gone.signal, AbortSignal.timeout(leftMs), shutdown.signal]);
+      requests.started++;
+      try {
+        const result = await work(request, signal, Math.min(workTimeoutMs, leftMs));
+        requests.completed++;
+        send(encodeFrame(FrameType.DATA, result));
+      } catch (err) {
+        if (!signal.aborted) {
+          requests.failed++;
+          send(encodeFrame(FrameType.ERROR, `INTERNAL ${(err as Error).message}`));
+          return;
+        }
+        requests.aborted++;
+        // Only a spent budget gets an answer: otherwise there is no one left to read one.
+        if ((signal.reason as Error | undefined)?.name === 'TimeoutError') {
+          send(encodeFrame(FrameType.ERROR, `TIMEOUT budget of ${budgetMs} ms ran out`));
+        }
+      }
+    }
+
+    function onFrame(frame: Frame): void {
+      if (frame.type === FrameType.PING) return send(encodeFrame(FrameType.PONG, frame.body));
+      if (frame.type !== FrameType.DATA) return send(encodeFrame(FrameType.ERROR, `UNSUPPORTED frame type ${frame.type}`));
+      if (frame.body.length < 4) {
+        refused = true;
+        socket.end(encodeFrame(FrameType.ERROR, 'PROTOCOL a request starts with a u32 budget in ms'));
+        return;
+      }
+      const budgetMs = Math.min(frame.body.readUInt32BE(0), maxBudgetMs);
+      const request = frame.body.subarray(4);
+      const receivedAt = performance.now();
+      pending++;
+      queue = queue.then(() => serve(request, budgetMs, receivedAt)).finally(() => void pending--);
+    }
+
+    socket.on('data', (chunk: Buffer) => {
+      if (refused) return; // after a protocol error the rest of the stream means nothing
+      let frames: Frame[];
+      try {
+        frames = decoder.push(chunk);
+      } catch (err) {
+        refused = true;
+        socket.end(encodeFrame(FrameType.ERROR, `PROTOCOL ${(err as Error).message}`));
+        return;
+      }
+      // The frame deadline runs from a frame's first byte to its last. Every byte resets
+      // the idle timer, so a client that sends one byte now and then is never idle; this
+      // catches it.
+      if (frames.length > 0 || decoder.bufferedBytes === 0) {
+        clearTimeout(frameTimer);
+        frameTimer = undefined;
+      }
+      if (decoder.bufferedBytes > 0 && frameTimer === undefined) {
+        frameTimer = setTimeout(() => giveUp(`frame not complete within ${frameMs} ms`), frameMs);
+      }
+      for (const frame of frames) {
+        if (refused) break;
+        onFrame(frame);
+      }
+    });
+  });
+
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
+
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    get connections() {
+      return connections.size;
+    },
+    requests,
+    async stop() {
+      // Work in flight stops first, then each connection is asked to finish.
+      shutdown.abort(new Error('server shutting down'));
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of connections) socket.end();
+      await closed;
+    },
+  };
+}

@@ -1,0 +1,192 @@
+// A request/response server that protects itself. Each DATA frame is a request; the
+// handler's answer comes back as DATA. Three limits stand between the network and the
+// work, and each one says BUSY when it refuses, so a client knows to come back later:
+//
+//   new connection ──▶ per-IP rate ──▶ connection cap ──▶ served
+//   DATA request   ──▶ in-flight slot (bounded queue, bounded wait) ──▶ handler ──▶ DATA
+import net from 'node:net';
+import { encodeFrame, FrameDecoder, FrameType } from '../02-framing/codec.ts';
+import { readConnectionBudget } from './fd-limit.ts';
+import { Semaphore } from './semaphore.ts';
+import { TokenBucket } from './token-bucket.ts';
+
+export interface LimitedServerOptions {
+  /** 0 (the default) lets the OS pick a free port. */
+  port?: number;
+  /** Connections served at once. Default: what the open-file limit affords (fd-limit.ts). */
+  maxConnections?: number;
+  /** Requests worked on at once. */
+  maxInFlight?: number;
+  /** Requests that may wait for a free slot. */
+  maxQueued?: number;
+  /** How long a request may wait for a slot, in ms. */
+  queueTimeoutMs?: number;
+  /** New connections one client IP may open in a burst... */
+  connectBurst?: number;
+  /** ...and how fast that allowance comes back, per second. */
+  connectPerSecond?: number;
+  /** How long a refused client has to read BUSY and leave before we drop it, in ms. */
+  refuseGraceMs?: number;
+  /** The work behind a request. It should stop when `signal` fires (the client left). */
+  handler?: (body: Buffer, signal: AbortSignal) => Promise<Buffer | string>;
+  /** The rate limit's clock, in ms (performance.now by default). */
+  now?: () => number;
+}
+
+export interface LimitedServer {
+  port: number;
+  /** The connection cap in force. */
+  maxConnections: number;
+  /** Connections being served now (refused ones not counted). */
+  readonly connections: number;
+  /** Requests in the handler now, and the most there ever were. */
+  readonly inFlight: number;
+  readonly peakInFlight: number;
+  /** Requests waiting for a slot now, and the most there ever were. */
+  readonly queued: number;
+  readonly peakQueued: number;
+  stop(): Promise<void>;
+}
+
+// A per-IP table is itself a memory risk: past this many IPs, forget the ones whose
+// buckets have refilled (they remember nothing).
+const MAX_TRACKED_IPS = 10_000;
+
+export async function startLimitedServer(options: LimitedServerOptions = {}): Promise<LimitedServer> {
+  const maxConnections = options.maxConnections ?? readConnectionBudget();
+  const handler = options.handler ?? (async (body: Buffer) => body);
+  const refuseGraceMs = options.refuseGraceMs ?? 1000;
+  const inflight = new Semaphore(options.maxInFlight ?? 64, options.maxQueued ?? 256);
+  const queueTimeoutMs = options.queueTimeoutMs ?? 1000;
+  const connections = new Set<net.Socket>();
+  const refused = new Set<net.Socket>();
+  let peakInFlight = 0;
+  let peakQueued = 0;
+
+  // One bucket per client IP: a client that reconnects in a loop spends its own
+  // allowance, not everyone's.
+  const connectBuckets = new Map<string, TokenBucket>();
+  function mayConnect(ip: string): boolean {
+    let bucket = connectBuckets.get(ip);
+    if (!bucket) {
+      if (connectBuckets.size >= MAX_TRACKED_IPS) {
+        for (const [key, b] of connectBuckets) if (b.full) connectBuckets.delete(key);
+      }
+      bucket = new TokenBucket({ capacity: options.connectBurst ?? 20, refillPerSecond: options.connectPerSecond ?? 5, now: options.now });
+      connectBuckets.set(ip, bucket);
+    }
+    return bucket.take();
+  }
+
+  /** Say why, then hang up. The client gets a BUSY frame and a FIN, not a mystery. */
+  function refuse(socket: net.Socket, reason: string): void {
+    refused.add(socket);
+    socket.on('error', () => {});
+    socket.resume(); // read and drop whatever it sends, so its FIN still reaches us
+    socket.end(encodeFrame(FrameType.BUSY, reason));
+    const grace = setTimeout(() => socket.destroy(), refuseGraceMs);
+    socket.once('close', () => {
+      clearTimeout(grace);
+      refused.delete(socket);
+    });
+  }
+
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    const ip = socket.remoteAddress ?? 'unknown';
+    if (!mayConnect(ip)) return refuse(socket, `rate: too many new connections from ${ip}`);
+    // We count and refuse ourselves (server.maxConnections would close the socket
+    // before we could write a word).
+    if (connections.size >= maxConnections) return refuse(socket, `connections: ${connections.size} of ${maxConnections} in use`);
+
+    connections.add(socket);
+    // Fires when the connection ends, however it ends: stops its queued and running work.
+    const gone = new AbortController();
+    socket.once('close', () => {
+      connections.delete(socket);
+      gone.abort(new Error('client gone'));
+    });
+    socket.on('error', () => {}); // 'close' follows and cleans up (lesson 01)
+
+    const reply = (type: number, body: Buffer | string) => {
+      if (!socket.destroyed && socket.writable) socket.write(encodeFrame(type, body));
+    };
+
+    async function serve(body: Buffer): Promise<void> {
+      let release;
+      try {
+        // Wait for a slot, but not for ever and not in an endless line: a full queue or a
+        // long wait is answered BUSY now, while the client can still go elsewhere.
+        const slot = inflight.acquire({ signal: gone.signal, timeoutMs: queueTimeoutMs });
+        peakQueued = Math.max(peakQueued, inflight.waiting);
+        release = await slot;
+      } catch (err) {
+        if (!gone.signal.aborted) reply(FrameType.BUSY, `in-flight: ${(err as Error).message}`);
+        return;
+      }
+      try {
+        peakInFlight = Math.max(peakInFlight, inflight.inUse);
+        reply(FrameType.DATA, await handler(body, gone.signal));
+      } catch (err) {
+        reply(FrameType.ERROR, `INTERNAL ${(err as Error).message}`);
+      } finally {
+        release();
+      }
+    }
+
+    const decoder = new FrameDecoder();
+    let broken = false;
+    socket.on('data', (chunk: Buffer) => {
+      if (broken) return; // after a protocol error the rest of the stream means nothing
+      let frames;
+      try {
+        frames = decoder.push(chunk);
+      } catch (err) {
+        broken = true;
+        socket.end(encodeFrame(FrameType.ERROR, `PROTOCOL ${(err as Error).message}`));
+        return;
+      }
+      for (const frame of frames) {
+        if (frame.type === FrameType.DATA) void serve(frame.body);
+        else if (frame.type === FrameType.PING) reply(FrameType.PONG, frame.body);
+        else if (frame.type !== FrameType.HELLO) reply(FrameType.ERROR, `UNSUPPORTED frame type ${frame.type}`);
+      }
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  // From now on 'error' means accept() failed in a way libuv could not absorb (it copes
+  // with EMFILE by itself: see the README). The server keeps listening; without a
+  // listener the error would end the process. Count or log it in production.
+  server.on('error', () => {});
+
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    maxConnections,
+    get connections() {
+      return connections.size;
+    },
+    get inFlight() {
+      return inflight.inUse;
+    },
+    get peakInFlight() {
+      return peakInFlight;
+    },
+    get queued() {
+      return inflight.waiting;
+    },
+    get peakQueued() {
+      return peakQueued;
+    },
+    async stop() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of connections) socket.end();
+      for (const socket of refused) socket.destroy();
+      await closed;
+    },
+  };
+}

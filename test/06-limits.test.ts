@@ -1,0 +1,579 @@
+// Lesson 06: admission control. A server under too much load says BUSY and stays up;
+// in-flight work, waiting work, connections and reconnects are all bounded; clients
+// that are refused come back later, and not all at once.
+import net from 'node:net';
+import { readdirSync, readFileSync } from 'node:fs';
+import { describe, test } from 'vitest';
+import fc from 'fast-check';
+import { startLimitedServer, type LimitedServerOptions } from '#target/06-limits/server.ts';
+import { AcquireTimeoutError, QueueFullError, Semaphore, type Release } from '#target/06-limits/semaphore.ts';
+import { TokenBucket } from '#target/06-limits/token-bucket.ts';
+import { Backoff, backoffDelay, keepConnected } from '#target/06-limits/reconnect.ts';
+import { connectionBudget, readConnectionBudget, softOpenFileLimit } from '#target/06-limits/fd-limit.ts';
+import { check, describeFrame, encode, eventually, FrameType, gate, useHarness, type TestClient } from '../runtime/harness/index.ts';
+
+const h = useHarness('06');
+
+async function start(options: LimitedServerOptions = {}) {
+  return h.track(await startLimitedServer({ maxConnections: 50, ...options }));
+}
+
+/** A handler that holds every request until the test opens the gate, counting how many run at once. */
+function heldWork() {
+  const g = gate();
+  const work = {
+    running: 0,
+    peak: 0,
+    release: () => g.open(),
+    handler: async (body: Buffer) => {
+      work.running++;
+      work.peak = Math.max(work.peak, work.running);
+      try {
+        await g.opened;
+        return body;
+      } finally {
+        work.running--;
+      }
+    },
+  };
+  h.defer(work.release); // before the server stops, let whatever still waits finish
+  return work;
+}
+
+const frameList = (c: TestClient) => (c.frames.length ? c.frames.map(describeFrame).join(', ') : 'no frame');
+const busy = (c: TestClient) => c.frames.filter((f) => f.type === FrameType.BUSY).length;
+const data = (c: TestClient) => c.frames.filter((f) => f.type === FrameType.DATA).length;
+
+/** A deterministic uniform source in [0, 1) (mulberry32), so statistics never flake. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Settles `p` or reports it still pending after `ms` (a promise that never settles is the bug to report). */
+async function settledWithin<T>(p: Promise<T>, ms: number): Promise<{ done: true; value: T } | { done: true; error: unknown } | { done: false }> {
+  let timer: NodeJS.Timeout | undefined;
+  const pending = new Promise<{ done: false }>((resolve) => (timer = setTimeout(() => resolve({ done: false }), ms)));
+  try {
+    return await Promise.race([p.then((value) => ({ done: true as const, value }), (error: unknown) => ({ done: true as const, error })), pending]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * A server for the reconnect loop: it accepts every connection, resets the first `resets`
+ * of them as soon as the client says HELLO, then welcomes the next with a DATA frame.
+ * (Resetting after the HELLO makes sure the client saw 'connect' first.)
+ */
+async function startResettingServer(resets: number) {
+  const sockets = new Set<net.Socket>();
+  const acceptedAt: number[] = [];
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+    const n = acceptedAt.push(performance.now());
+    socket.once('data', () => {
+      if (n <= resets) socket.resetAndDestroy();
+      else socket.write(encode(FrameType.DATA, 'welcome'));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return h.track({
+    port: (server.address() as net.AddressInfo).port,
+    acceptedAt,
+    async stop() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const s of sockets) s.destroy();
+      await closed;
+    },
+  });
+}
+
+const SAMPLE_LIMITS = `Limit                     Soft Limit           Hard Limit           Units     
+Max cpu time              unlimited            unlimited            seconds   
+Max file size             unlimited            unlimited            bytes     
+Max processes             63704                63704                processes 
+Max open files            1024                 524288               files     
+Max locked memory         8388608              8388608              bytes     
+`;
+
+describe('baseline: requests are served under the limits', () => {
+  test('requests are served under the limits', async () => {
+    const server = await start({ maxInFlight: 3, handler: async (body) => body.toString().toUpperCase() });
+    const clients = [await h.connect(server.port), await h.connect(server.port), await h.connect(server.port)];
+    clients.forEach((c, i) => {
+      c.send(FrameType.DATA, `a${i}`);
+      c.send(FrameType.DATA, `b${i}`);
+      c.send(FrameType.PING, 'p');
+    });
+    for (const [i, c] of clients.entries()) {
+      const frames = await c.waitForFrames(3, `the answers to two requests and a PING from client ${i}`);
+      const bodies = frames.filter((f) => f.type === FrameType.DATA).map((f) => f.body.toString()).sort();
+      check(bodies.join() === `A${i},B${i}` && frames.some((f) => f.type === FrameType.PONG), `Client ${i} got the wrong answers.`, {
+        observed: `frames: ${frameList(c)}`,
+        expected: `DATA "A${i}", DATA "B${i}" (the handler's answers) and a PONG`,
+        idea: 'under its limits the server is an ordinary request/response server',
+      });
+    }
+  });
+
+  test('a slot freed by a leaving client goes to the next one', async () => {
+    const server = await start({ maxConnections: 2 });
+    const first = await h.connect(server.port);
+    const second = await h.connect(server.port);
+    second.send(FrameType.DATA, 'hi');
+    await second.waitForFrames(1, 'the echo of "hi"');
+    first.end();
+    await first.waitClosed('the server closes its side after our FIN');
+    await eventually(() => {
+      check(server.connections === 1, 'The server still counts a client that left.', {
+        observed: `${server.connections} connection(s) counted after one of two clients left`,
+        expected: '1',
+        idea: "a connection stops counting against the cap when it closes ('close' fires on every path)",
+      });
+    }, { within: 500 });
+    const third = await h.connect(server.port);
+    third.send(FrameType.DATA, 'me too');
+    const [reply] = await third.waitForFrames(1, 'the echo of "me too"');
+    check(reply!.type === FrameType.DATA, 'A client arriving after another left was not served.', {
+      observed: `it got ${frameList(third)}`,
+      expected: 'DATA "me too": one of the two places was free again',
+      idea: 'the cap limits connections open at once, not connections ever made',
+    });
+  });
+
+  test('by default the connection cap comes from the open-file limit', async () => {
+    const server = h.track(await startLimitedServer());
+    const budget = readConnectionBudget();
+    // The two figures are read a moment apart, when the process holds one or two fds more or less.
+    check(Number.isFinite(server.maxConnections) && Math.abs(server.maxConnections - budget) <= 8, 'The default connection cap does not come from the fd budget.', {
+      observed: `maxConnections = ${server.maxConnections}; readConnectionBudget() = ${budget}`,
+      expected: 'with no maxConnections option, the cap is what readConnectionBudget() says this process can afford',
+      idea: 'every connection is a file descriptor, and the open-file limit is the hard ceiling on them',
+    });
+  });
+});
+
+describe('baseline: the building blocks', () => {
+  test('the soft open-file limit is read from /proc/self/limits', () => {
+    const sample = softOpenFileLimit(SAMPLE_LIMITS);
+    const unlimited = softOpenFileLimit(SAMPLE_LIMITS.replace('1024                 524288', 'unlimited            unlimited'));
+    const missing = softOpenFileLimit('Limit  Soft Limit  Hard Limit  Units\n');
+    const real = readFileSync('/proc/self/limits', 'utf8');
+    const line = real.split('\n').find((l) => l.startsWith('Max open files'))!;
+    const realSoft = Number(line.split(/\s{2,}/)[1]);
+    const parsed = softOpenFileLimit(real);
+    check(sample === 1024 && unlimited === Infinity && missing === undefined && parsed === realSoft, 'The open-file limit was misread.', {
+      observed: `sample (soft 1024, hard 524288): ${sample}; "unlimited": ${unlimited}; no such line: ${missing}; this process: ${parsed} (its file says ${realSoft})`,
+      expected: '1024 (the soft limit, the one the kernel enforces now), Infinity, undefined, and this process\'s soft limit',
+      idea: '/proc/self/limits has a soft and a hard column; accept() fails with EMFILE at the soft one',
+    });
+  });
+
+  test('a token bucket allows a burst, then refills at its rate', () => {
+    let now = 0;
+    const bucket = new TokenBucket({ capacity: 3, refillPerSecond: 2, now: () => now });
+    const burst = [bucket.take(), bucket.take(), bucket.take(), bucket.take()];
+    now += 499;
+    const tooSoon = bucket.take();
+    now += 1;
+    const refilled = bucket.take();
+    now += 60_000;
+    const capped = bucket.available;
+    check(burst.join() === 'true,true,true,false' && !tooSoon && refilled && capped === 3, 'The token bucket does not follow its rate.', {
+      observed: `burst of 4: ${burst.join(', ')}; after 499 ms: ${tooSoon}; after 500 ms: ${refilled}; after a minute idle: ${capped} tokens`,
+      expected: 'true, true, true, false; false; true; 3 (never more than the capacity)',
+      idea: 'a bucket allows `capacity` at once, then `refillPerSecond` on average',
+    });
+  });
+
+  test('the semaphore admits up to its permits, then serves waiters in order', async () => {
+    const sem = new Semaphore(2);
+    const a = await sem.acquire();
+    const b = await sem.acquire();
+    const order: string[] = [];
+    const c = sem.acquire().then((r) => (order.push('c'), r));
+    const d = sem.acquire().then((r) => (order.push('d'), r));
+    const waitingBefore = sem.waiting;
+    a();
+    a(); // a second call must not free a second permit
+    const releaseC = await c;
+    const inUse = sem.inUse;
+    b();
+    const releaseD = await d;
+    releaseC();
+    releaseD();
+    check(waitingBefore === 2 && inUse === 2 && order.join() === 'c,d' && sem.inUse === 0 && sem.waiting === 0, 'The semaphore lost count.', {
+      observed: `waiting behind 2 holders: ${waitingBefore}; in use after one release (called twice) went to a waiter: ${inUse}; order served: ${order.join(', ')}; in the end in use ${sem.inUse}, waiting ${sem.waiting}`,
+      expected: '2 waiting; 2 in use; c then d; 0 and 0',
+      idea: 'a release hands the permit to the first waiter; releasing twice is harmless',
+    });
+  });
+
+  test('a full wait queue is refused at once', async () => {
+    const sem = new Semaphore(1, 2);
+    const held = await sem.acquire();
+    const w1 = sem.acquire();
+    const w2 = sem.acquire();
+    const outcome = await settledWithin(sem.acquire(), 50);
+    check(outcome.done && 'error' in outcome && outcome.error instanceof QueueFullError && sem.waiting === 2, 'A caller was queued beyond the bound.', {
+      observed: `a third waiter behind a bound of 2: ${!outcome.done ? 'still waiting after 50 ms' : 'error' in outcome ? String(outcome.error) : 'got a permit'}; waiting: ${sem.waiting}`,
+      expected: 'an immediate QueueFullError, and still 2 waiting',
+      idea: 'a bounded queue refuses at once instead of growing',
+    });
+    held();
+    (await w1)();
+    (await w2)();
+  });
+
+  test('a waiter whose time runs out is rejected', async () => {
+    const sem = new Semaphore(1);
+    const held = await sem.acquire();
+    const t0 = performance.now();
+    const outcome = await settledWithin(sem.acquire({ timeoutMs: 60 }), 1000);
+    const elapsed = performance.now() - t0;
+    held();
+    check(outcome.done && 'error' in outcome && outcome.error instanceof AcquireTimeoutError && elapsed >= 58, 'A time-limited acquire did not time out.', {
+      observed: !outcome.done ? 'still waiting after 1000 ms' : 'error' in outcome ? `${String(outcome.error)} after ${elapsed.toFixed(0)} ms` : `a permit after ${elapsed.toFixed(0)} ms`,
+      expected: 'an AcquireTimeoutError after about 60 ms',
+      idea: 'a caller can wait for a permit, but not for ever',
+    });
+  });
+
+  test('backoff delays grow exponentially on average', () => {
+    const random = seeded(1);
+    const mean = (attempt: number, capMs: number) => {
+      let sum = 0;
+      for (let i = 0; i < 4000; i++) sum += backoffDelay(attempt, { baseMs: 10, capMs, random });
+      return sum / 4000;
+    };
+    const growing = [0, 1, 2, 3, 4].map((a) => mean(a, 100_000));
+    const ratios = growing.slice(1).map((m, i) => m / growing[i]!);
+    const capped = [10, 20, 40].map((a) => mean(a, 1000));
+    const flat = Math.max(...capped) / Math.min(...capped);
+    check(ratios.every((r) => r >= 1.5 && r <= 2.5) && flat < 1.1, 'Backoff does not grow exponentially, then level off.', {
+      observed: `mean waits for attempts 0-4: ${growing.map((m) => m.toFixed(1)).join(', ')} ms (ratios ${ratios.map((r) => r.toFixed(2)).join(', ')}); at attempts 10, 20, 40 with a cap of 1000: ${capped.map((m) => m.toFixed(0)).join(', ')} ms`,
+      expected: 'each mean about twice the one before, then flat once the cap is reached',
+      idea: 'each failure doubles the ceiling of the next wait, up to the cap',
+    });
+  });
+
+  test('a connection that stayed up resets the backoff', () => {
+    let now = 0;
+    const backoff = new Backoff({ baseMs: 100, capMs: 10_000, healthyMs: 1000, random: () => 0.5, now: () => now });
+    const first = backoff.next();
+    backoff.next();
+    backoff.next();
+    backoff.opened();
+    now += 1000;
+    backoff.closed();
+    const after = backoff.next();
+    check(after === first, 'A healthy connection did not reset the backoff.', {
+      observed: `first wait ${first} ms; after three failures and then a connection that lasted 1000 ms (healthyMs), the next wait was ${after} ms`,
+      expected: `${first} ms again: the server was back, so the next outage starts from the first step`,
+      idea: 'only a connection that stays up proves the server has recovered',
+    });
+  });
+
+  test('the reconnect loop gets through after the server resets the first 3 connections', async () => {
+    const server = await startResettingServer(3);
+    const frames: string[] = [];
+    const client = keepConnected({ port: server.port, baseMs: 10, capMs: 100, healthyMs: 1000, random: () => 0.5, onFrame: (f) => frames.push(describeFrame(f)) });
+    h.defer(() => client.stop());
+    await eventually(() => {
+      check(frames.includes('DATA "welcome"') && client.connected, 'The reconnecting client never got through.', {
+        observed: `${server.acceptedAt.length} connection(s) accepted, the first 3 reset; the client made ${client.attempts} attempt(s), received ${frames.join(', ') || 'nothing'}`,
+        expected: 'a 4th connection that stays open and receives DATA "welcome"',
+        idea: 'a client that stays connected retries after every failure',
+      });
+    }, { within: 2000 });
+    check(client.attempts === 4 && client.delays.length === 3, 'The client did not make one attempt per failure.', {
+      observed: `${client.attempts} attempts, ${client.delays.length} waits`,
+      expected: '4 attempts (3 reset, 1 served) and 3 waits between them',
+      idea: 'one wait after each failed connection, none while connected',
+    });
+  });
+});
+
+describe('the connection limit answers BUSY', () => {
+  test('the 4th connection got BUSY and then a close', async () => {
+    const server = await start({ maxConnections: 3 });
+    const admitted = [await h.connect(server.port), await h.connect(server.port), await h.connect(server.port)];
+    for (const c of admitted) {
+      c.send(FrameType.DATA, 'in');
+      await c.waitForFrames(1, 'the echo of "in" (the first three are admitted)');
+    }
+    const fourth = await h.connect(server.port);
+    const how = await fourth.waitClosed('the server refuses a 4th connection when 3 are open');
+    check(fourth.frames[0]?.type === FrameType.BUSY, 'The 4th connection was closed without a word.', {
+      observed: `the 4th connection was accepted, then closed (${how}) ${fourth.closedAfterMs?.toFixed(0)} ms later having received ${frameList(fourth)}`,
+      expected: 'a BUSY frame (the reason), then a close: the client learns the server is full and should back off',
+      idea: "server.maxConnections accepts and closes before your code runs: the client sees 'connect' then 'end', a full server looks like a clean goodbye",
+    });
+    for (const c of admitted) {
+      c.send(FrameType.DATA, 'still here');
+      await c.waitForFrames(2, 'the echo of "still here" (refusing a newcomer changes nothing for the admitted)');
+    }
+  });
+});
+
+describe('the connection budget keeps headroom below the fd limit', () => {
+  test('the connection budget leaves headroom below the open-file limit', () => {
+    const budget = connectionBudget(SAMPLE_LIMITS, 20);
+    const spare = 1024 - 20 - budget;
+    check(budget > 0 && spare >= 32, 'The connection budget uses up every file descriptor.', {
+      observed: `soft limit 1024, 20 fds already open: a budget of ${budget} connections leaves ${spare} fd(s) for anything else`,
+      expected: 'a positive budget that keeps at least 32 fds (better: a share of the limit) for outbound connections, files, logs',
+      idea: 'if the cap is the fd limit itself, accept() hits EMFILE first, and libuv closes clients silently: the cap never gets to say BUSY',
+    });
+  });
+
+  test("this process's connection budget leaves room below its own limit", () => {
+    const limits = readFileSync('/proc/self/limits', 'utf8');
+    const soft = Number(limits.split('\n').find((l) => l.startsWith('Max open files'))!.split(/\s{2,}/)[1]);
+    const open = readdirSync('/proc/self/fd').length;
+    const budget = readConnectionBudget();
+    const spare = soft - open - budget;
+    check(Number.isFinite(budget) && budget > 0 && spare >= 32, 'The budget read from /proc/self/limits leaves no headroom.', {
+      observed: `this process: soft limit ${soft}, ${open} fds open now (stdio, epoll, the test runner's pipes...), budget ${budget}: ${spare} fd(s) to spare`,
+      expected: 'at least 32 fds to spare beyond what is open and what the clients may take',
+      idea: 'the process keeps opening files and outbound sockets after it starts; the connection cap must leave them room',
+    });
+  });
+});
+
+describe('in-flight work is bounded', () => {
+  test('peak concurrency never exceeded 3 and the queue never exceeded its bound', async () => {
+    const work = heldWork();
+    const server = await start({ maxInFlight: 3, maxQueued: 4, queueTimeoutMs: 5000, handler: work.handler });
+    const clients: TestClient[] = [];
+    for (let i = 0; i < 10; i++) {
+      const c = await h.connect(server.port);
+      c.send(FrameType.DATA, `r${i}`);
+      clients.push(c);
+    }
+    const busyCount = () => clients.reduce((n, c) => n + busy(c), 0);
+    // Every request is either running, waiting or refused once the server has read them all.
+    await eventually(() => {
+      check(work.running === 3 && server.queued + busyCount() === 7, 'The server never settled with 3 requests running.', {
+        observed: `${work.running} running, ${server.queued} waiting, ${busyCount()} refused with BUSY`,
+        expected: '3 running (maxInFlight), the other 7 waiting or refused',
+        idea: 'a semaphore caps the work in flight',
+      });
+    }, { within: 1000 });
+    const refusedNow = busyCount();
+    check(work.peak <= 3 && server.peakQueued <= 4 && refusedNow === 3, 'More requests were held than the limits allow.', {
+      observed: `${work.peak} handler(s) ran at once (limit 3); ${server.peakQueued} request(s) waited for a slot (bound 4); ${refusedNow} got BUSY`,
+      expected: '3 running, 4 waiting, and the 3 that did not fit refused at once with BUSY',
+      idea: 'an unbounded queue only moves the overload into memory and latency: bound it, and refuse what does not fit while the client can still go elsewhere',
+    });
+    work.release();
+    await eventually(() => {
+      const served = clients.reduce((n, c) => n + data(c), 0);
+      check(served === 7, 'The queued requests were not served once slots came free.', {
+        observed: `${served} DATA answer(s) after the running work finished`,
+        expected: '7: the 3 that ran and the 4 that waited',
+        idea: 'a waiting request gets the next free slot',
+      });
+    }, { within: 1000 });
+  });
+
+  test('a request that waits longer than queueTimeoutMs is answered BUSY', async () => {
+    const work = heldWork();
+    const server = await start({ maxInFlight: 1, maxQueued: 10, queueTimeoutMs: 100, handler: work.handler });
+    const first = await h.connect(server.port);
+    first.send(FrameType.DATA, 'slow');
+    await eventually(() => check(work.running === 1, 'The first request never started.', {
+      observed: `${work.running} running`, expected: '1', idea: 'a free slot is taken at once',
+    }), { within: 1000 });
+    const second = await h.connect(server.port);
+    const t0 = performance.now();
+    second.send(FrameType.DATA, 'waits');
+    await eventually(() => {
+      check(busy(second) === 1, 'A request waited for a slot with no time limit.', {
+        observed: `${(performance.now() - t0).toFixed(0)} ms after it was sent, with the only slot taken, the request has received ${frameList(second)}; ${server.queued} request(s) waiting`,
+        expected: 'BUSY about 100 ms (queueTimeoutMs) after it was sent',
+        idea: 'a wait without a deadline turns a slow moment into requests stuck for ever; give up in time and tell the client',
+      });
+    }, { within: 400 });
+    const elapsed = performance.now() - t0;
+    check(elapsed >= 98, 'The waiting request was refused too early.', {
+      observed: `BUSY after ${elapsed.toFixed(0)} ms`,
+      expected: 'not before queueTimeoutMs (100 ms)',
+      idea: 'the queue exists so that a short burst is absorbed: refuse only when the wait runs out',
+    });
+  });
+
+  test('a waiter whose signal aborts leaves the queue', async () => {
+    const sem = new Semaphore(1);
+    const held = await sem.acquire();
+    const quitter = new AbortController();
+    const gaveUp = sem.acquire({ signal: quitter.signal });
+    const patient = sem.acquire();
+    quitter.abort(new Error('client gone'));
+    const aborted = await settledWithin(gaveUp, 100);
+    const waitingAfter = sem.waiting;
+    held();
+    const next = await settledWithin(patient, 100);
+    check(aborted.done && 'error' in aborted && waitingAfter === 1 && next.done && 'value' in next, 'A waiter that gave up still holds a place in the queue.', {
+      observed: `after the first of 2 waiters aborted: it ${aborted.done ? ('error' in aborted ? 'was rejected' : 'got a permit') : 'was still pending'}; ${waitingAfter} waiting; when the permit was released the patient waiter ${next.done ? 'got it' : 'was still waiting 100 ms later: the permit went to the one that had left, and is lost'}`,
+      expected: 'rejected; 1 waiting; the patient waiter gets the permit',
+      idea: 'a waiter that stops waiting must leave the queue; otherwise a release hands its permit to nobody, and after enough of these no permit is left',
+    });
+    if (next.done && 'value' in next) (next.value as Release)();
+  });
+
+  test('a client that leaves while queued gives its place back', async () => {
+    const work = heldWork();
+    const server = await start({ maxInFlight: 1, maxQueued: 10, queueTimeoutMs: 5000, handler: async (body) => (body.toString() === 'hold' ? work.handler(body) : body) });
+    const holder = await h.connect(server.port);
+    holder.send(FrameType.DATA, 'hold');
+    const quitter = await h.connect(server.port);
+    quitter.send(FrameType.DATA, 'never mind');
+    await eventually(() => check(work.running === 1 && server.queued === 1, 'The second request never queued.', {
+      observed: `${work.running} running, ${server.queued} waiting`, expected: '1 running, 1 waiting', idea: 'a busy slot makes the next request wait',
+    }), { within: 1000 });
+    quitter.destroy();
+    await quitter.waitClosed('we closed it ourselves');
+    await eventually(() => {
+      check(server.queued === 0, 'A client that left still waits in the queue.', {
+        observed: `${server.queued} request(s) waiting, though the only waiting client disconnected`,
+        expected: "0: the connection's abort signal takes its request out of the queue",
+        idea: 'a queued request whose client left must leave the queue, or the next free slot goes to nobody and is lost',
+      });
+    }, { within: 400 });
+    work.release();
+    await holder.waitForFrames(1, 'the answer to "hold"');
+    const later = await h.connect(server.port);
+    later.send(FrameType.DATA, 'next');
+    await later.waitForFrames(1, 'the echo of "next" (the only slot is free again)');
+  });
+});
+
+describe('one IP cannot starve the others', () => {
+  test("127.0.0.2's storm is refused while 127.0.0.3 is still served", async () => {
+    const server = await start({ connectBurst: 3, connectPerSecond: 1, now: () => 0 }); // a stopped clock: no refill
+    const storm: TestClient[] = [];
+    for (let i = 0; i < 8; i++) storm.push(await h.connect(server.port, { localAddress: '127.0.0.2' }));
+    await eventually(() => {
+      const refused = storm.filter((c) => busy(c) === 1 && c.closed).length;
+      check(refused === 5, "127.0.0.2's reconnect storm was not limited.", {
+        observed: `of 8 connections from 127.0.0.2 in a row, ${refused} got BUSY and a close`,
+        expected: '5: a burst of 3 is allowed, the rest are refused with BUSY',
+        idea: 'a token bucket limits how fast new connections may come',
+      });
+    }, { within: 1000 });
+    const other = await h.connect(server.port, { localAddress: '127.0.0.3' });
+    other.send(FrameType.DATA, 'hello');
+    await other.waitForFrames(1, 'an answer to "hello" from 127.0.0.3');
+    check(other.frames[0]?.type === FrameType.DATA, "A quiet client was refused because of another IP's storm.", {
+      observed: `127.0.0.3 connected once, after 127.0.0.2 opened 8 connections, and received ${frameList(other)}${other.closed ? ', then a close' : ''}`,
+      expected: 'DATA "hello": 127.0.0.3 has its own allowance, untouched',
+      idea: "one bucket shared by everyone lets one client's storm spend everyone's allowance: key the bucket by client IP",
+    });
+  });
+
+  test('a client IP may connect again once its allowance refills', async () => {
+    let now = 0;
+    const server = await start({ connectBurst: 2, connectPerSecond: 1, now: () => now });
+    await h.connect(server.port, { localAddress: '127.0.0.2' });
+    await h.connect(server.port, { localAddress: '127.0.0.2' });
+    const third = await h.connect(server.port, { localAddress: '127.0.0.2' });
+    await third.waitClosed('a third connection within the same second is refused');
+    now += 1000;
+    const later = await h.connect(server.port, { localAddress: '127.0.0.2' });
+    later.send(FrameType.DATA, 'back');
+    await eventually(() => {
+      check(busy(third) === 1 && later.frames[0]?.type === FrameType.DATA, 'The rate limit does not refill.', {
+        observed: `third connection: ${frameList(third)}; one (simulated) second later: ${frameList(later)}`,
+        expected: 'BUSY for the third, then DATA "back" once a token has come back',
+        idea: 'a rate limit slows a client down; it does not ban it',
+      });
+    }, { within: 1000 });
+  });
+});
+
+describe('clients back off: capped, exponential, full jitter', () => {
+  test('backoff delays never exceed the cap', () => {
+    const result = fc.check(
+      fc.property(
+        fc.integer({ min: 0, max: 80 }),
+        fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }),
+        fc.integer({ min: 1, max: 1000 }),
+        fc.integer({ min: 1, max: 100_000 }),
+        (attempt, r, baseMs, capMs) => {
+          const d = backoffDelay(attempt, { baseMs, capMs, random: () => r });
+          return d >= 0 && d <= capMs;
+        },
+      ),
+      { seed: 6, numRuns: 500 },
+    );
+    const [attempt, r, baseMs, capMs] = result.counterexample ?? [];
+    check(!result.failed, 'A backoff delay went past the cap.', () => ({
+      observed: `with baseMs 100 and capMs 1000, the 11th attempt waits ${backoffDelay(10, { baseMs: 100, capMs: 1000, random: () => 0.9 })} ms when random() = 0.9 (the smallest case fast-check found: backoffDelay(${attempt}, { baseMs: ${baseMs}, capMs: ${capMs} }) with random() = ${r} returned ${backoffDelay(attempt!, { baseMs, capMs, random: () => r! })})`,
+      expected: 'a wait between 0 and capMs, whatever the attempt',
+      idea: 'the cap bounds the whole wait: jitter goes inside it, not on top',
+    }));
+  });
+
+  test('a herd of clients spreads its retries over the whole window (full jitter)', () => {
+    const random = seeded(42);
+    const ceiling = 100 * 2 ** 6; // the 7th attempt of a client with baseMs 100: 6400 ms
+    const delays = Array.from({ length: 1000 }, () => backoffDelay(6, { baseMs: 100, capMs: 10_000, random }));
+    const bins = Array.from({ length: 10 }, () => 0);
+    let outside = 0;
+    for (const d of delays) {
+      if (d < 0 || d > ceiling) outside++;
+      else bins[Math.min(9, Math.floor((d / ceiling) * 10))]!++;
+    }
+    const lo = Math.min(...delays);
+    const hi = Math.max(...delays);
+    check(outside === 0 && Math.min(...bins) >= 50, 'A herd of clients retries together.', {
+      observed: `1000 clients that failed together wait between ${lo.toFixed(0)} and ${hi.toFixed(0)} ms before their 7th attempt; per tenth of [0, ${ceiling}] ms: ${bins.join(', ')}${outside ? ` (${outside} outside it)` : ''}`,
+      expected: `waits spread evenly over the whole window [0, ${ceiling}] ms: about 100 per tenth`,
+      idea: 'full jitter (sleep = random(0, min(cap, base * 2^attempt))) turns a synchronized herd into a steady trickle the server can absorb',
+    });
+  });
+
+  test('a connection that closes at once does not reset the backoff', () => {
+    let now = 0;
+    const backoff = new Backoff({ baseMs: 100, capMs: 10_000, healthyMs: 1000, random: () => 0.5, now: () => now });
+    const waits = [backoff.next(), backoff.next(), backoff.next()];
+    backoff.opened(); // accepted...
+    now += 5;
+    backoff.closed(); // ...then BUSY and a close, 5 ms later
+    const after = backoff.next();
+    check(after > waits[2]!, 'An accepted-then-closed connection reset the backoff.', {
+      observed: `waits after 3 failures: ${waits.join(', ')} ms; then a connection opened and closed 5 ms later; the next wait: ${after} ms`,
+      expected: `longer than ${waits[2]} ms: this is the 4th failure in a row`,
+      idea: "an overloaded server accepts, says BUSY and closes: 'connect' proves nothing, only a connection that stays up for healthyMs resets the schedule",
+    });
+  });
+
+  test('the reconnect loop slows down against a server that accepts and then resets', async () => {
+    const server = await startResettingServer(4);
+    const client = keepConnected({ port: server.port, baseMs: 20, capMs: 1000, healthyMs: 1000, random: () => 1 });
+    h.defer(() => client.stop());
+    await eventually(() => {
+      check(server.acceptedAt.length >= 5, 'The client stopped reconnecting.', {
+        observed: `${server.acceptedAt.length} connection(s) accepted`, expected: '5 (4 reset, then 1 served)', idea: 'a reconnecting client keeps trying',
+      });
+    }, { within: 2000 });
+    const waits = client.delays.slice(0, 4);
+    const gaps = server.acceptedAt.slice(1, 5).map((t, i) => t - server.acceptedAt[i]!);
+    const growing = waits.every((w, i) => i === 0 || w >= waits[i - 1]!) && waits[3]! >= 4 * waits[0]!;
+    check(growing, 'The client retried at the same pace after every reset.', {
+      observed: `each connection was accepted, then reset right after 'connect'; the client waited ${waits.map((w) => w.toFixed(0)).join(', ')} ms (the server saw gaps of ${gaps.map((g) => g.toFixed(0)).join(', ')} ms)`,
+      expected: 'waits that grow with each failure: 20, 40, 80, 160 ms with baseMs 20 and random() = 1',
+      idea: "a client that resets its backoff on 'connect' hammers a server that accepts and then refuses: a tight loop exactly when the server is overloaded",
+    });
+  });
+});

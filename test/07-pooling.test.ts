@@ -1,0 +1,600 @@
+// Lesson 07: reusing connections and buffers safely. A bounded pool that gives up in time,
+// hands out only live connections, lets idle ones go, never lends a connection in an
+// unknown state; and pooled buffers that go back only once write() is done with them.
+import net from 'node:net';
+import { once } from 'node:events';
+import { describe, test } from 'vitest';
+import { createPool, type ConnectionPool, type PoolOptions } from '#target/07-pooling/pool.ts';
+import { BufferPool, writeFrame } from '#target/07-pooling/buffers.ts';
+import {
+  check,
+  describeLeaks,
+  encode,
+  eventually,
+  FrameType,
+  gate,
+  LeakProbe,
+  ReferenceDecoder,
+  useHarness,
+} from '../runtime/harness/index.ts';
+
+const h = useHarness('07');
+
+// ---------------------------------------------------------------------------------------
+// Local helpers (candidates for runtime/ if another lesson needs them).
+
+/**
+ * A small upstream for the pool to talk to. It answers each DATA frame with a DATA frame
+ * holding the same body, one at a time and in order per connection, like any serial
+ * request/response protocol. A few bodies steer it: "slow:<ms>" answers after <ms>,
+ * "never" never answers, "fail" answers with an ERROR frame.
+ */
+async function startUpstream() {
+  const sockets = new Set<net.Socket>();
+  const timers = new Set<NodeJS.Timeout>();
+  let accepted = 0;
+  const closedAt: number[] = [];
+
+  const answer = (socket: net.Socket, body: string): Promise<void> => {
+    const reply = () => {
+      if (!socket.destroyed) {
+        socket.write(body === 'fail' ? encode(FrameType.ERROR, 'REFUSED on purpose') : encode(FrameType.DATA, body));
+      }
+    };
+    if (body === 'never') return new Promise(() => {});
+    const slow = /^slow:(\d+)$/.exec(body);
+    if (!slow) return Promise.resolve(reply());
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        timers.delete(timer);
+        reply();
+        resolve();
+      }, Number(slow[1]));
+      timers.add(timer);
+    });
+  };
+
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    accepted++;
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.once('close', () => {
+      sockets.delete(socket);
+      closedAt.push(performance.now());
+    });
+    const decoder = new ReferenceDecoder();
+    let queue = Promise.resolve();
+    socket.on('data', (chunk: Buffer) => {
+      for (const frame of decoder.push(chunk)) queue = queue.then(() => answer(socket, frame.body.toString('utf8')));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    /** Connections accepted so far. */
+    accepted: () => accepted,
+    /** Connections open now, seen from the upstream. */
+    open: () => sockets.size,
+    /** When each connection closed (performance.now()), in order. */
+    closedAt,
+    /** The upstream closes every connection politely (FIN), as a server's idle timeout does. */
+    endAll: () => sockets.forEach((s) => s.end()),
+    /** The upstream sends a frame nobody asked for on every connection. */
+    sayAll: (body: string) => sockets.forEach((s) => s.write(encode(FrameType.DATA, body))),
+    /** The upstream resets every connection (RST), as a crashing upstream or a NAT box does. */
+    resetAll: () => sockets.forEach((s) => s.resetAndDestroy()),
+    async stop() {
+      timers.forEach(clearTimeout);
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      sockets.forEach((s) => s.destroy());
+      await closed;
+    },
+  };
+}
+
+type Upstream = Awaited<ReturnType<typeof startUpstream>>;
+
+async function setup(options: Omit<PoolOptions, 'port'> = {}): Promise<{ upstream: Upstream; pool: ConnectionPool }> {
+  const upstream = h.track(await startUpstream());
+  // Tracked after the upstream, so it stops first.
+  const pool = h.track(createPool({ port: upstream.port, acquireTimeoutMs: 2000, ...options }));
+  return { upstream, pool };
+}
+
+/** A promise's outcome, readable without awaiting it (and never an unhandled rejection). */
+function watch<T>(promise: Promise<T>) {
+  const started = performance.now();
+  const state: { settled: boolean; value?: T; error?: Error; afterMs?: number } = { settled: false };
+  promise.then(
+    (value) => Object.assign(state, { settled: true, value, afterMs: performance.now() - started }),
+    (error: Error) => Object.assign(state, { settled: true, error, afterMs: performance.now() - started }),
+  );
+  return state;
+}
+
+const outcome = (w: ReturnType<typeof watch>) =>
+  !w.settled ? 'still pending' : w.error ? `rejected with ${w.error.name}: ${w.error.message}` : 'resolved with a connection';
+
+/** Where a leaked lease was taken, as the first stack line that is not the pool's own. */
+const takenAt = (pool: ConnectionPool) =>
+  pool
+    .leaks()
+    .map((leak) => leak.stack.split('\n').map((l) => l.trim()).find((l) => l.length > 0) ?? '(no stack)')
+    .map((line) => line.replace(`${process.cwd()}/`, ''))
+    .join('; ');
+
+// ---------------------------------------------------------------------------------------
+
+describe('baseline: the pool lends and reuses connections', () => {
+  test('a released connection is reused by the next acquire', async () => {
+    const { upstream, pool } = await setup();
+    const first = await pool.acquire();
+    const socket = first.socket;
+    first.release();
+    const second = await pool.acquire();
+    check(second.socket === socket && upstream.accepted() === 1, 'The second acquire() opened a new connection.', {
+      observed: `the upstream accepted ${upstream.accepted()} connection(s); the second lease ${second.socket === socket ? 'got' : 'did not get'} the first one's socket`,
+      expected: 'one connection, lent twice',
+      idea: 'a pool exists to reuse connections: a released connection goes back to the idle list',
+    });
+    second.release();
+    check(pool.idle === 1 && pool.borrowed === 0, 'The pool lost count of its connections.', {
+      observed: `idle=${pool.idle}, borrowed=${pool.borrowed} after both leases were released`,
+      expected: 'idle=1, borrowed=0',
+      idea: 'every lease ends, and the pool knows where each connection is',
+    });
+  });
+
+  test('request() returns the upstream reply and gives the connection back', async () => {
+    const { upstream, pool } = await setup();
+    const one = await pool.request('hello');
+    const two = await pool.request('again');
+    check(one.toString() === 'hello' && two.toString() === 'again', 'request() returned the wrong reply.', {
+      observed: `replies ${JSON.stringify(one.toString())} and ${JSON.stringify(two.toString())}`,
+      expected: '"hello" and "again": the upstream echoes each body',
+      idea: 'a request is one frame out and one frame back on a lent connection',
+    });
+    check(upstream.accepted() === 1 && pool.borrowed === 0, 'request() did not reuse its connection.', {
+      observed: `the upstream accepted ${upstream.accepted()} connection(s) for two requests in a row; borrowed=${pool.borrowed}`,
+      expected: 'one connection, back in the pool after each request',
+      idea: 'a request releases its lease when the exchange is complete',
+    });
+  });
+
+  test('an error reply is a complete exchange: the connection is kept', async () => {
+    const { upstream, pool } = await setup();
+    const failed = watch(pool.request('fail'));
+    await eventually(() => {
+      check(failed.settled, 'request() never settled after an ERROR reply.', {
+        observed: outcome(failed),
+        expected: 'a rejection with UpstreamError',
+        idea: 'an ERROR frame is a reply like any other',
+      });
+    }, { within: 1000 });
+    check(failed.error?.name === 'UpstreamError', 'An ERROR reply was not reported as UpstreamError.', {
+      observed: outcome(failed),
+      expected: 'UpstreamError: REFUSED on purpose',
+      idea: 'the upstream said no; the transport worked',
+    });
+    const next = await pool.request('after');
+    check(next.toString() === 'after' && upstream.accepted() === 1, 'The connection was dropped after a clean ERROR reply.', {
+      observed: `the upstream accepted ${upstream.accepted()} connection(s); the next request got ${JSON.stringify(next.toString())}`,
+      expected: 'one connection: an answered request leaves it in a known state, so it can be reused',
+      idea: 'only an exchange cut short leaves a connection in an unknown state',
+    });
+  });
+
+  test('a full pool makes acquire() wait for a release', async () => {
+    const { pool } = await setup({ max: 1 });
+    const held = await pool.acquire();
+    const next = watch(pool.acquire());
+    await eventually(() => {
+      check(pool.waiting === 1 && !next.settled, 'acquire() on a full pool did not wait.', {
+        observed: `waiting=${pool.waiting}, second acquire ${outcome(next)}`,
+        expected: 'one caller waiting for the only connection',
+        idea: 'max bounds the connections; callers beyond it queue',
+      });
+    }, { within: 500 });
+    held.release();
+    await eventually(() => {
+      check(next.value?.socket === held.socket, 'The waiting caller did not get the released connection.', {
+        observed: `after release(), the waiting acquire ${outcome(next)}${next.value ? ' (a different socket)' : ''}`,
+        expected: 'the released connection handed to the waiting caller',
+        idea: 'a release serves the longest waiter first',
+      });
+    }, { within: 500 });
+    next.value!.release();
+  });
+
+  test('an upstream reset of an idle connection does not crash the process', async () => {
+    const { upstream, pool } = await setup();
+    const lease = await pool.acquire();
+    const socket = lease.socket;
+    lease.release();
+    upstream.resetAll();
+    // eventually() fails at once with the crash probe's explanation if the reset was thrown.
+    await eventually(() => {
+      check(socket.destroyed && pool.size === 0, 'The pool did not notice that the upstream reset an idle connection.', {
+        observed: `300 ms after the reset: socket destroyed=${socket.destroyed}, readyState=${socket.readyState}, pool.size=${pool.size}`,
+        expected: "the socket closed and counted out of the pool: 'error' (ECONNRESET), then 'close'",
+        idea: "an idle socket keeps its 'error' and 'close' listeners, and keeps reading so it notices the peer",
+      });
+    }, { within: 300 });
+  });
+
+  test('bytes that arrive on an idle connection get it dropped', async () => {
+    const { upstream, pool } = await setup();
+    const lease = await pool.acquire();
+    const socket = lease.socket;
+    lease.release();
+    upstream.sayAll('nobody asked');
+    await eventually(() => {
+      check(socket.destroyed && pool.size === 0, 'An idle connection that received unrequested bytes was kept.', {
+        observed: `300 ms after the upstream sent a frame on an idle connection: destroyed=${socket.destroyed}, ${socket.readableLength} byte(s) sitting unread, pool.size=${pool.size}`,
+        expected: 'the connection dropped: it is out of step, and the next borrower would read those bytes as its reply',
+        idea: 'keep idle sockets flowing (never pause() them) with a data listener that drops the connection',
+      });
+    }, { within: 300 });
+  });
+
+  test('a lease held past leakThresholdMs is reported with the stack that took it', async () => {
+    const { pool } = await setup({ leakThresholdMs: 50 });
+    // A handler that borrows and forgets: its name must show in the report.
+    const forgetfulHandler = () => pool.acquire();
+    const lease = await forgetfulHandler();
+    check(pool.leaks().length === 0, 'A lease was reported as leaked at once.', {
+      observed: `${pool.leaks().length} leak(s) right after acquire()`,
+      expected: 'none before leakThresholdMs (50 ms)',
+      idea: 'a leak report names leases held too long, not every lease',
+    });
+    await eventually(() => {
+      check(pool.leaks().length === 1, 'A lease held too long was not reported.', {
+        observed: `${pool.leaks().length} leak(s) reported while one lease was held past 50 ms`,
+        expected: 'one report',
+        idea: 'record when and where each lease was taken, and list those older than the threshold',
+      });
+    }, { within: 50 + 250 });
+    const [leak] = pool.leaks();
+    check(leak!.heldMs >= 48 && /forgetfulHandler|07-pooling\.test\.ts/.test(leak!.stack), 'The leak report does not say where the lease was taken.', {
+      observed: `heldMs=${leak!.heldMs}, stack=${JSON.stringify(leak!.stack.slice(0, 300))}`,
+      expected: 'heldMs >= 50 and a stack that names the code that called acquire()',
+      idea: 'new Error().stack at acquire() time is the cheapest way to find who forgot to release',
+    });
+    lease.release();
+    check(pool.leaks().length === 0, 'A released lease is still reported.', {
+      observed: `${pool.leaks().length} leak(s) after release()`,
+      expected: 'none',
+      idea: 'a lease ends when it is released',
+    });
+  });
+
+  test('drain() refuses new borrowers, waits for leases, then closes every connection', async () => {
+    const { upstream, pool } = await setup({ max: 2 });
+    const [a, b] = await Promise.all([pool.acquire(), pool.acquire()]);
+    a!.release();
+    const drained = watch(pool.drain());
+    const late = watch(pool.acquire());
+    await eventually(() => {
+      check(late.error?.name === 'PoolClosedError' && upstream.open() === 1 && !drained.settled, 'drain() did not start as it should.', {
+        observed: `acquire() after drain(): ${outcome(late)}; upstream connections open: ${upstream.open()}; drain() ${drained.settled ? 'already resolved' : 'pending'}`,
+        expected: 'new acquire() rejected with PoolClosedError, the idle connection closed, drain() pending while one lease is out',
+        idea: 'draining lends nothing new, closes what is idle, and waits for what is lent',
+      });
+    }, { within: 500 });
+    b!.release();
+    await eventually(() => {
+      check(drained.settled && upstream.open() === 0 && pool.size === 0, 'drain() did not finish after the last lease came back.', {
+        observed: `drain() ${drained.settled ? 'resolved' : 'pending'}; upstream connections open: ${upstream.open()}; pool.size=${pool.size}`,
+        expected: 'drain() resolved with every connection closed',
+        idea: 'a lease that ends while draining closes its connection',
+      });
+    }, { within: 500 });
+  });
+
+  test("the pool's housekeeping timer does not hold the process open", async () => {
+    const upstream = h.track(await startUpstream());
+    const probe = new LeakProbe();
+    const pool = h.track(createPool({ port: upstream.port, idleTimeoutMs: 100 }));
+    const lease = await pool.acquire();
+    lease.release();
+    const alive = probe.leaks();
+    check(!alive.resources.has('Timeout'), "An idle pool holds a ref'd timer.", {
+      observed: `with one idle connection, the pool keeps alive: ${describeLeaks(alive)}`,
+      expected: "no ref'd timer: the idle evictor is unref'd",
+      idea: "a ref'd interval keeps a process alive that has nothing left to do: unref() housekeeping timers",
+    });
+  });
+
+  test('frames written from pooled buffers arrive intact and the buffers are reused', async () => {
+    const peer = await readingPeer();
+    const buffers = new BufferPool(256, 4);
+    writeFrame(peer.socket, FrameType.DATA, 'message from A', buffers);
+    writeFrame(peer.socket, FrameType.DATA, 'message from B', buffers);
+    await eventually(() => {
+      check(peer.messages().length === 2 && buffers.available >= 1, 'Pooled frames did not arrive, or their buffers never came back.', {
+        observed: `the peer received ${JSON.stringify(peer.messages())}; ${buffers.available} buffer(s) back in the pool`,
+        expected: '["message from A", "message from B"] and the buffers back in the pool once written',
+        idea: 'a buffer pool that never gets its buffers back is just a slow allocator',
+      });
+    }, { within: 1000 });
+    check(peer.messages()[0] === 'message from A' && peer.messages()[1] === 'message from B', 'The frames arrived garbled.', {
+      observed: JSON.stringify(peer.messages()),
+      expected: '["message from A", "message from B"]',
+      idea: 'one frame, one write()',
+    });
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+
+describe('the pool is bounded: in connections, in waiting time, in waiters', () => {
+  test('concurrent acquires open at most max connections', async () => {
+    const { upstream, pool } = await setup({ max: 3 });
+    const calls = Array.from({ length: 8 }, () => watch(pool.acquire()));
+    const served = () => calls.filter((c) => c.value).length;
+    // Wait until every call is either served or queued, then count.
+    await eventually(() => {
+      check(served() + pool.waiting === 8, 'Not every acquire() was served or queued.', {
+        observed: `${served()} served, ${pool.waiting} waiting, of 8 calls`,
+        expected: 'each call either holds a connection or waits for one',
+        idea: 'acquire() lends, or queues the caller',
+      });
+    }, { within: 1000 });
+    check(served() <= 3 && pool.size <= 3 && upstream.accepted() <= 3, 'The pool opened more connections than max.', {
+      observed: `8 concurrent acquire() calls with max=3: ${served()} got a connection at once, pool.size=${pool.size}, the upstream accepted ${upstream.accepted()}`,
+      expected: 'at most 3 connections; the other 5 callers wait',
+      idea: 'a cap that counts only connected sockets misses the ones still connecting: count a connection from the moment you start opening it',
+    });
+  });
+
+  test('acquire() on a full pool gives up after acquireTimeoutMs', async () => {
+    const { pool } = await setup({ max: 1, acquireTimeoutMs: 100 });
+    const held = await pool.acquire();
+    const second = watch(pool.acquire());
+    await eventually(() => {
+      check(second.settled, 'acquire() on a full pool waited with no end.', {
+        observed: `acquire() was ${outcome(second)} 250 ms after it was called, with acquireTimeoutMs=100 and the only connection held`,
+        expected: 'a rejection with AcquireTimeoutError after about 100 ms',
+        idea: 'every wait has a deadline: the time spent waiting for a free connection counts, not just the time to connect',
+      });
+    }, { within: 100 + 150 });
+    check(second.error?.name === 'AcquireTimeoutError' && second.afterMs! >= 98 && pool.waiting === 0, 'acquire() did not time out as it should.', {
+      observed: `${outcome(second)} after ${Math.round(second.afterMs!)} ms; waiting=${pool.waiting}`,
+      expected: 'AcquireTimeoutError after at least 100 ms, and the caller out of the queue',
+      idea: 'a caller that gave up must also leave the wait queue',
+    });
+    held.release();
+  });
+
+  test('an aborted acquire() leaves the wait queue', async () => {
+    const { pool } = await setup({ max: 1 });
+    const held = await pool.acquire();
+    const caller = new AbortController();
+    const second = watch(pool.acquire({ signal: caller.signal }));
+    await eventually(() => {
+      check(pool.waiting === 1, 'acquire() on a full pool did not wait.', {
+        observed: `waiting=${pool.waiting}`,
+        expected: 'one caller waiting',
+        idea: 'callers beyond max queue',
+      });
+    }, { within: 500 });
+    caller.abort();
+    await eventually(() => {
+      check(second.error?.name === 'AbortError' && pool.waiting === 0, "acquire() ignored its caller's AbortSignal while waiting.", {
+        observed: `150 ms after abort(): acquire() ${outcome(second)}; waiting=${pool.waiting}`,
+        expected: 'a rejection with AbortError at once, and the caller gone from the queue',
+        idea: 'the caller left (its client hung up, its own deadline passed): stop waiting for it, or it holds its place and later takes a connection nobody will use',
+      });
+    }, { within: 150 });
+    held.release();
+    check(pool.idle === 1, 'The released connection went to a caller that had given up.', {
+      observed: `idle=${pool.idle}, borrowed=${pool.borrowed} after the only lease was released`,
+      expected: 'idle=1: nobody is waiting any more',
+      idea: 'an aborted waiter is removed from the queue',
+    });
+  });
+
+  test('acquire() beyond maxWaiting is refused at once', async () => {
+    const { pool } = await setup({ max: 1, maxWaiting: 2 });
+    const held = await pool.acquire();
+    const queued = [watch(pool.acquire()), watch(pool.acquire())];
+    const third = watch(pool.acquire());
+    await eventually(() => {
+      check(third.error?.name === 'PoolBusyError', 'A caller beyond maxWaiting was queued anyway.', {
+        observed: `with max=1 held and maxWaiting=2: ${pool.waiting} callers waiting; the third acquire() ${outcome(third)} after 150 ms`,
+        expected: 'the third waiter refused at once with PoolBusyError',
+        idea: 'a wait queue is bounded too: when it is full, say no now (like BUSY) instead of letting callers pile up and time out together',
+      });
+    }, { within: 150 });
+    check(pool.waiting === 2 && queued.every((q) => !q.settled), 'The callers within maxWaiting were not left waiting.', {
+      observed: `waiting=${pool.waiting}; the first two acquire() calls: ${queued.map(outcome).join(', ')}`,
+      expected: 'two callers still waiting',
+      idea: 'only the callers beyond the bound are refused',
+    });
+    held.release();
+  });
+});
+
+describe('idle connections are let go', () => {
+  const IDLE_MS = 60;
+
+  test('idle connections are closed after idleTimeoutMs', async () => {
+    const { upstream, pool } = await setup({ max: 3, idleTimeoutMs: IDLE_MS });
+    const leases = await Promise.all([pool.acquire(), pool.acquire(), pool.acquire()]);
+    await eventually(() => check(upstream.open() === 3, 'The upstream did not see three connections.', {
+      observed: `${upstream.open()} open`, expected: '3', idea: 'three leases, three connections',
+    }), { within: 500 });
+    const releasedAt = performance.now();
+    leases.forEach((l) => l.release());
+    await eventually(() => {
+      check(upstream.open() === 0 && pool.idle === 0, 'Idle connections were kept open long after idleTimeoutMs.', {
+        observed: `${Math.round(performance.now() - releasedAt)} ms after release with idleTimeoutMs=${IDLE_MS} and no traffic: ${pool.idle} idle in the pool, ${upstream.open()} open on the upstream`,
+        expected: `all three closed within about ${IDLE_MS} ms plus one evictor run`,
+        idea: "checking age only when someone acquires never closes anything when traffic stops: an unref'd timer evicts idle connections",
+      });
+    }, { within: IDLE_MS + 250 });
+    const first = Math.min(...upstream.closedAt) - releasedAt;
+    check(first >= IDLE_MS - 2, 'An idle connection was closed before idleTimeoutMs.', {
+      observed: `the first closed ${Math.round(first)} ms after release`,
+      expected: `no earlier than ${IDLE_MS} ms`,
+      idea: 'idleTimeoutMs is measured from the last use',
+    });
+  });
+});
+
+describe('the pool hands out only live connections', () => {
+  test('a connection the upstream closed while idle is not handed out', async () => {
+    const { upstream, pool } = await setup();
+    const first = await pool.acquire();
+    const socket = first.socket;
+    first.release();
+    upstream.endAll();
+    await eventually(() => {
+      check(socket.destroyed, 'The idle socket never noticed the upstream closing it.', {
+        observed: `300 ms after the upstream's FIN: readyState=${socket.readyState}, readableEnded=${socket.readableEnded}`,
+        expected: "'end' then 'close' within a few ms",
+        idea: "an idle socket must keep reading: a paused socket never sees the FIN (node-net: do not pause idle sockets)",
+      });
+    }, { within: 300 });
+    const next = await pool.acquire();
+    check(next.socket !== socket && !next.socket.destroyed && next.socket.readyState === 'open', 'acquire() handed out a connection the upstream had closed.', {
+      observed: `the lease's socket: ${next.socket === socket ? 'the one the upstream closed' : 'a new one'}, destroyed=${next.socket.destroyed}, readyState=${next.socket.readyState}`,
+      expected: 'a live connection: !destroyed, readyState "open", !readableEnded',
+      idea: "an idle connection can die without anyone asking: drop it from the idle list on 'close', and validate it again when you lend it",
+    });
+    next.release();
+  });
+});
+
+describe('a lease ends on every path', () => {
+  test('a request that gave up gives its connection back', async () => {
+    const { pool } = await setup({ max: 2, leakThresholdMs: 1 });
+    const gaveUp = [1, 2].map(() => watch(pool.request('never', { signal: AbortSignal.timeout(50) })));
+    await eventually(() => {
+      check(gaveUp.every((g) => g.error?.name === 'TimeoutError'), 'request() did not honour its signal.', {
+        observed: `the two requests: ${gaveUp.map(outcome).join(', ')}`,
+        expected: 'both rejected with TimeoutError after 50 ms',
+        idea: 'the caller decides how long a request may take',
+      });
+    }, { within: 50 + 450 });
+    await eventually(() => {
+      check(pool.borrowed === 0, 'Requests that gave up kept their connections.', {
+        observed: `${pool.borrowed} of max=2 connections still lent out 150 ms after both requests timed out: the pool is used up. pool.leaks() says they were taken at: ${takenAt(pool)}`,
+        expected: '0: a lease ends on every path, failures included',
+        idea: 'end a lease in catch/finally like any resource; after a failure, destroy() it rather than release() it',
+      });
+    }, { within: 150 });
+    const after = watch(pool.request('still works', { signal: AbortSignal.timeout(500) }));
+    await eventually(() => {
+      check(after.value?.toString() === 'still works', 'The pool could not serve a request after two failures.', {
+        observed: `request("still works") ${after.value ? `returned ${JSON.stringify(after.value.toString())}` : outcome(after)}`,
+        expected: '"still works", on a fresh connection',
+        idea: 'a connection whose request gave up is still busy with it: given back, it hands its stale exchange to the next caller; destroy it',
+      });
+    }, { within: 700 });
+  });
+
+  test('a late reply never reaches the next request', async () => {
+    const { pool } = await setup({ max: 1, leakThresholdMs: 1 });
+    const gaveUp = watch(pool.request('slow:150', { signal: AbortSignal.timeout(50) }));
+    await eventually(() => {
+      check(gaveUp.error?.name === 'TimeoutError', 'request() did not honour its signal.', {
+        observed: `request() ${outcome(gaveUp)}`,
+        expected: 'a rejection with TimeoutError after 50 ms',
+        idea: 'the caller decides how long a request may take',
+      });
+    }, { within: 50 + 450 });
+    await eventually(() => {
+      check(pool.borrowed === 0, 'The request that gave up kept its connection.', {
+        observed: `borrowed=${pool.borrowed} 150 ms after the request timed out; pool.leaks() says it was taken at: ${takenAt(pool)}`,
+        expected: '0: a lease ends on every path',
+        idea: 'end a lease in catch/finally; after a failure, destroy() it rather than release() it',
+      });
+    }, { within: 150 });
+    const next = watch(pool.request('fresh', { signal: AbortSignal.timeout(500) }));
+    await eventually(() => check(next.settled, 'The next request never settled.', {
+      observed: `request("fresh") ${outcome(next)}`, expected: 'a reply', idea: 'a request ends, one way or another',
+    }), { within: 700 });
+    check(next.value?.toString() === 'fresh', 'The next request received the reply meant for the one that gave up.', {
+      observed: `request("fresh") ${next.value ? `returned ${JSON.stringify(next.value.toString())}` : outcome(next)}`,
+      expected: '"fresh"',
+      idea: 'a request that gave up leaves its reply on the way: that connection is out of step, so it is destroyed, never released',
+    });
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+
+/** A peer on 127.0.0.1 that reads every frame we send it; `start` false keeps it from reading until resume(). */
+async function readingPeer({ start = true } = {}) {
+  const accepted = gate<net.Socket>();
+  const server = net.createServer({ pauseOnConnect: true }, (s) => {
+    s.on('error', () => {});
+    accepted.open(s);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const socket = net.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', noDelay: true });
+  socket.on('error', () => {});
+  await once(socket, 'connect');
+  const far = await accepted.opened;
+  h.defer(async () => {
+    socket.destroy();
+    far.destroy();
+    await new Promise((resolve) => server.close(resolve));
+  });
+  const decoder = new ReferenceDecoder();
+  const frames: Buffer[] = [];
+  let bytes = 0;
+  far.on('data', (chunk: Buffer) => {
+    bytes += chunk.length;
+    for (const frame of decoder.push(chunk)) frames.push(frame.body);
+  });
+  const resume = () => far.resume();
+  if (start) resume();
+  return {
+    socket,
+    resume,
+    bytes: () => bytes,
+    /** Bodies received that are not filler. */
+    messages: () => frames.filter((b) => b.length < 1000).map((b) => b.toString('utf8')),
+  };
+}
+
+describe('a pooled buffer goes back only when write() is done with it', () => {
+  test('a pooled buffer is not reused while socket.write still holds it', async () => {
+    const peer = await readingPeer({ start: false });
+    // The peer does not read yet, so the kernel buffers fill up and write() starts to
+    // queue: what we write next waits in the socket, as a reference to our buffer.
+    const filler = encode(FrameType.DATA, Buffer.alloc(64 * 1024 - 5));
+    let fills = 0;
+    while (peer.socket.writableLength === 0 && fills < 2000) {
+      peer.socket.write(filler);
+      fills++;
+    }
+    check(peer.socket.writableLength > 0, 'Test setup: the kernel buffers never filled.', {
+      observed: `${fills} writes of 64 KiB and write() still went straight to the kernel`,
+      expected: 'a queue after about 60 writes (3.7 MB on loopback)',
+      idea: 'this test needs a peer that does not read',
+    });
+    const buffers = new BufferPool(256, 4);
+    // Two senders, one after the other, sharing one buffer pool.
+    writeFrame(peer.socket, FrameType.DATA, 'message from A', buffers);
+    writeFrame(peer.socket, FrameType.DATA, 'message from B', buffers);
+    peer.resume();
+    const expectedBytes = fills * filler.length + 2 * (5 + 'message from A'.length);
+    await eventually(() => {
+      check(peer.bytes() >= expectedBytes, 'Test setup: the peer did not receive everything.', {
+        observed: `${peer.bytes()} of ${expectedBytes} bytes`,
+        expected: 'every byte written',
+        idea: 'loopback delivers everything once the peer reads',
+      });
+    }, { within: 2000 });
+    const got = peer.messages();
+    check(got[0] === 'message from A' && got[1] === 'message from B', "The peer received another message's bytes.", {
+      observed: `sent "message from A" then "message from B"; the peer received ${JSON.stringify(got)}`,
+      expected: '["message from A", "message from B"]',
+      idea: "socket.write() does not copy: a queued chunk is a reference to your buffer until the write callback runs; give the buffer back to the pool there, not after write() returns",
+    });
+  });
+});
