@@ -17,8 +17,11 @@ export interface ConnectOptions {
 
 export class TestClient {
   readonly socket: net.Socket;
-  /** Every byte received, in order. */
-  received: Buffer = Buffer.alloc(0);
+  // Chunks as they arrived; joined only when a test asks (joining on every chunk would
+  // copy megabytes over and over in the backpressure lessons).
+  private chunks: Buffer[] = [];
+  /** How many bytes have arrived. */
+  receivedBytes = 0;
   /** Frames decoded from `received` with the reference decoder. */
   readonly frames: Frame[] = [];
   /** Set when the bytes received break the protocol (bad length, …). */
@@ -36,7 +39,8 @@ export class TestClient {
   constructor(socket: net.Socket) {
     this.socket = socket;
     socket.on('data', (chunk: Buffer) => {
-      this.received = Buffer.concat([this.received, chunk]);
+      this.chunks.push(chunk);
+      this.receivedBytes += chunk.length;
       if (this.protocolError) return;
       try {
         this.frames.push(...this.decoder.push(chunk));
@@ -50,6 +54,12 @@ export class TestClient {
       this.closed = true;
       this.closedAfterMs = performance.now() - this.openedAt;
     });
+  }
+
+  /** Every byte received, in order. */
+  get received(): Buffer {
+    if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks)];
+    return this.chunks[0] ?? Buffer.alloc(0);
   }
 
   get port(): number {

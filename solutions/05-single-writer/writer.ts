@@ -1,0 +1,177 @@
+// One writer per connection. Everything the server sends a client goes through its
+// FrameWriter: whole frames, broadcasts, and frames whose body arrives in pieces from an
+// async source (a file, an upstream service). Two promises make a connection safe to
+// share between many senders:
+//
+// - frames never mix: whatever is being sent, the peer sees one frame, then the next;
+// - memory stays bounded: a client that does not read cannot make the server hold more
+//   than maxQueuedBytes for it.
+import type net from 'node:net';
+import { HEADER_BYTES, MAX_FRAME_BYTES } from '#protocol';
+import { encodeFrame } from '../02-framing/codec.ts';
+
+export interface FrameWriterOptions {
+  /**
+   * The most bytes that may wait for this connection: what the writer holds plus what sits
+   * in the socket's own buffer. A frame that would go past it is refused. Default 1 MiB.
+   */
+  maxQueuedBytes?: number;
+  /** Called when a frame is refused for want of room: the owner applies its slow-consumer policy. */
+  onOverflow?: (queuedBytes: number, frameBytes: number) => void;
+}
+
+export const DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024;
+
+/** The 5 bytes in front of a body: payload length (type byte + body), then the type. */
+export function frameHeader(type: number, bodyLength: number): Buffer {
+  if (1 + bodyLength > MAX_FRAME_BYTES) throw new RangeError(`a body of ${bodyLength} bytes exceeds the maximum frame`);
+  const header = Buffer.allocUnsafe(HEADER_BYTES + 1);
+  header.writeUInt32BE(1 + bodyLength, 0);
+  header[HEADER_BYTES] = type;
+  return header;
+}
+
+/** Resolves on the socket's next 'drain', or when it closes (a dead peer never drains). */
+function drainOrClose(socket: net.Socket): Promise<void> {
+  if (socket.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      socket.off('drain', done);
+      socket.off('close', done);
+      resolve();
+    };
+    socket.on('drain', done);
+    socket.on('close', done);
+  });
+}
+
+type Job =
+  | { kind: 'frame'; bytes: Buffer }
+  | { kind: 'stream'; header: Buffer; length: number; chunks: AsyncIterable<Buffer>; done: (err?: Error) => void }
+  | { kind: 'flush'; done: () => void };
+
+export class FrameWriter {
+  private readonly maxQueuedBytes: number;
+  // Frames accepted but not yet handed to the socket, in the order they were sent.
+  private readonly queue: Job[] = [];
+  private held = 0;
+  private running = false;
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly options: FrameWriterOptions = {},
+  ) {
+    this.maxQueuedBytes = options.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
+    socket.once('close', () => this.abandon());
+  }
+
+  /** Bytes accepted for this connection and not yet taken by the kernel. */
+  get queuedBytes(): number {
+    return this.held + this.socket.writableLength;
+  }
+
+  /** Sends one whole frame. False if it was refused: the connection is gone or too far behind. */
+  send(type: number, body: Buffer | string = Buffer.alloc(0)): boolean {
+    return this.sendFrame(encodeFrame(type, body));
+  }
+
+  /** Sends one frame already encoded (a broadcast encodes once for every client). */
+  sendFrame(frame: Buffer): boolean {
+    if (!this.admit(frame.length)) return false;
+    this.enqueue({ kind: 'frame', bytes: frame }, frame.length);
+    return true;
+  }
+
+  /**
+   * Sends one frame whose body of `length` bytes comes from `chunks`, without holding the
+   * whole body in memory. Resolves once the last byte has been written.
+   */
+  async stream(type: number, length: number, chunks: AsyncIterable<Buffer>): Promise<void> {
+    const header = frameHeader(type, length);
+    if (!this.admit(header.length)) throw new Error('the frame was refused: the connection is gone or too far behind');
+    await new Promise<void>((resolve, reject) => {
+      this.enqueue({ kind: 'stream', header, length, chunks, done: (err) => (err ? reject(err) : resolve()) }, header.length);
+    });
+  }
+
+  /**
+   * Resolves once everything sent before the call has been handed to the socket and the
+   * socket's buffer has room again (or the connection closed).
+   */
+  drained(): Promise<void> {
+    if (this.socket.destroyed) return Promise.resolve();
+    return new Promise((resolve) => this.enqueue({ kind: 'flush', done: resolve }, 0));
+  }
+
+  // The bound. Checked when a frame is offered, before it costs any memory here: a
+  // frame is accepted whole or refused whole, never cut.
+  private admit(bytes: number): boolean {
+    if (this.socket.destroyed) return false;
+    if (this.queuedBytes + bytes <= this.maxQueuedBytes) return true;
+    this.options.onOverflow?.(this.queuedBytes, bytes);
+    return false;
+  }
+
+  private enqueue(job: Job, bytes: number): void {
+    this.queue.push(job);
+    this.held += bytes;
+    void this.run();
+  }
+
+  // The single writer: the only code that calls socket.write(). It takes one job at a
+  // time, writes it completely (a streamed body included), and waits for 'drain'
+  // whenever write() says the socket's buffer is full. Senders never write themselves,
+  // so nothing can slip between the parts of a frame.
+  private async run(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      while (this.queue.length > 0 && !this.socket.destroyed) {
+        const job = this.queue.shift()!;
+        if (job.kind === 'frame') {
+          this.held -= job.bytes.length;
+          await this.write(job.bytes);
+        } else if (job.kind === 'stream') {
+          this.held -= job.header.length;
+          await this.writeStream(job);
+        } else {
+          job.done();
+        }
+      }
+    } finally {
+      this.running = false;
+    }
+    if (this.socket.destroyed) this.abandon();
+  }
+
+  private async write(bytes: Buffer): Promise<void> {
+    if (!this.socket.write(bytes)) await drainOrClose(this.socket);
+  }
+
+  private async writeStream(job: Extract<Job, { kind: 'stream' }>): Promise<void> {
+    try {
+      await this.write(job.header);
+      let sent = 0;
+      for await (const chunk of job.chunks) {
+        if (this.socket.destroyed) throw new Error('the connection closed while the frame was being sent');
+        sent += chunk.length;
+        await this.write(chunk);
+      }
+      if (sent !== job.length) throw new Error(`the body had ${sent} bytes, not the ${job.length} announced`);
+      job.done();
+    } catch (err) {
+      // Part of a frame is on the wire and the rest will never come: the stream is broken.
+      this.socket.destroy(err as Error);
+      job.done(err as Error);
+    }
+  }
+
+  // The connection is gone: what is still queued will never be sent.
+  private abandon(): void {
+    for (const job of this.queue.splice(0)) {
+      if (job.kind === 'stream') job.done(new Error('the connection closed before the frame was sent'));
+      else if (job.kind === 'flush') job.done();
+    }
+    this.held = 0;
+  }
+}

@@ -1,0 +1,446 @@
+// Lesson 05: one frame at a time, and memory that stays bounded. Many senders share one
+// connection without mixing their frames; a client that stops reading costs the server a
+// bounded amount of memory, is disconnected by a stated policy, and never slows the
+// clients that do read.
+import { describe, test } from 'vitest';
+import net from 'node:net';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { startHub, type Hub, type HubConnection, type HubOptions } from '#target/05-single-writer/hub.ts';
+import {
+  check, describeFrame, encode, eventually, fail, FrameType, gate, ReferenceDecoder, useHarness, type Frame, type TestClient,
+} from '../runtime/harness/index.ts';
+
+const h = useHarness('05');
+
+/** The slow-consumer bound most tests use. */
+const BOUND = 1024 * 1024;
+/** Bodies of the bulk tests: a 4-byte sequence number, then filler. */
+const BODY_BYTES = 64 * 1024;
+const FRAME_BYTES = encode(FrameType.DATA, Buffer.alloc(BODY_BYTES)).length;
+
+const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
+const show = (frames: Frame[]) => (frames.length ? frames.map(describeFrame).join(', ') : 'no frames');
+
+async function start(options: HubOptions = {}): Promise<Hub> {
+  return h.track(await startHub(options));
+}
+
+/** The hub's side of a client's connection, found by the client's port. */
+async function connectionOf(hub: Hub, clientPort: number): Promise<HubConnection> {
+  return eventually(() => {
+    const found = [...hub.connections.values()].find((c) => c.socket.remotePort === clientPort);
+    if (found) return found;
+    return fail('The hub does not list a client that connected.', {
+      observed: `hub.connections holds ${hub.connections.size} connection(s), none from port ${clientPort}`,
+      expected: 'every accepted connection in hub.connections',
+      idea: 'the hub keeps a registry of its clients',
+    });
+  }, { within: 1000 });
+}
+
+/** What the server holds for a connection: the writer's count, and never less than the socket's own buffer. */
+const queued = (c: HubConnection) => Math.max(c.writer.queuedBytes, c.socket.writableLength);
+
+/** A body source that yields nothing until `opened` resolves: a slow upstream, under the test's control. */
+async function* gatedBody(opened: Promise<void>, parts: string[]): AsyncGenerator<Buffer> {
+  await opened;
+  for (const part of parts) yield Buffer.from(part);
+}
+
+/** Resolves with true if `promise` settles within `ms`, false if not. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([promise.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** What the client made of the bytes: its frames, then whatever did not decode. */
+function decoded(client: TestClient): string {
+  const used = client.frames.reduce((n, f) => n + encode(f.type, f.body).length, 0);
+  const left = client.received.length - used;
+  const tail = client.protocolError
+    ? `, then bytes that are not a frame (${client.protocolError.message})`
+    : left > 0
+      ? `, then ${left} bytes that never complete a frame (the decoder waits for a body that will never come)`
+      : '';
+  return `${show(client.frames)}${tail}`;
+}
+
+/** Waits until `client` has received `bytes` bytes, then returns what it decoded. */
+async function framesAfter(client: TestClient, bytes: number): Promise<Frame[]> {
+  await eventually(() => {
+    check(client.received.length >= bytes, 'Not everything sent arrived.', {
+      observed: `${client.received.length} of ${bytes} bytes arrived`,
+      expected: `${bytes} bytes`,
+      idea: 'every frame accepted for a connection is written',
+    });
+  }, { within: 1000 });
+  return client.frames;
+}
+
+// A light client for the bulk tests. The harness's TestClient keeps every byte it
+// receives (fine for a few frames, quadratic for megabytes); this one only checks that
+// the frames arrive whole and in sequence, and counts them.
+interface BulkClient {
+  socket: net.Socket;
+  port: number;
+  /** Frames received whole and in sequence. */
+  frames: number;
+  /** The first frame that was not the next in sequence, or bytes that were not a frame. */
+  broken: string | undefined;
+  closed: boolean;
+}
+
+async function bulkClient(port: number, { paused = false } = {}): Promise<BulkClient> {
+  const socket = net.connect({ port, host: '127.0.0.1', noDelay: true });
+  const client: BulkClient = { socket, port: 0, frames: 0, broken: undefined, closed: false };
+  const decoder = new ReferenceDecoder();
+  socket.on('data', (chunk: Buffer) => {
+    if (client.broken) return;
+    let frames: Frame[];
+    try {
+      frames = decoder.push(chunk);
+    } catch (err) {
+      client.broken = `after ${client.frames} good frames, bytes that are not a frame (${(err as Error).message})`;
+      return;
+    }
+    for (const frame of frames) {
+      const seq = frame.body.length >= 4 ? frame.body.readUInt32BE(0) : -1;
+      if (frame.type !== FrameType.DATA || seq !== client.frames) {
+        client.broken = `frame ${client.frames + 1} was ${describeFrame(frame)} with sequence number ${seq}, not ${client.frames}`;
+        return;
+      }
+      client.frames++;
+    }
+  });
+  // A paused socket stops reading: the kernel's buffers fill, then the server's.
+  if (paused) socket.pause();
+  socket.on('error', () => {});
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  void closed.then(() => (client.closed = true));
+  h.defer(async () => {
+    socket.destroy();
+    await closed;
+  });
+  await Promise.race([
+    new Promise<void>((resolve) => socket.once('connect', () => resolve())),
+    closed.then(() => {
+      throw new Error(`could not connect to 127.0.0.1:${port}`);
+    }),
+  ]);
+  client.port = socket.localPort!;
+  return client;
+}
+
+/** A 64 KiB body carrying sequence number `seq`. */
+function numbered(seq: number): Buffer {
+  const body = Buffer.alloc(BODY_BYTES);
+  body.writeUInt32BE(seq, 0);
+  return body;
+}
+
+/**
+ * Publishes `count` numbered frames at the pace a fast reader keeps up with (a turn of the
+ * event loop each, and a check every 8 frames that the fast clients are at most 8 behind).
+ * Fails if publish() does not return promptly or a fast client falls behind.
+ */
+async function publishNumbered(hub: Hub, count: number, fast: BulkClient[], slow: HubConnection): Promise<void> {
+  for (let seq = 0; seq < count; seq++) {
+    const returned = await settlesWithin(hub.publish(FrameType.DATA, numbered(seq)), 250);
+    if (!returned) {
+      fail(`publish() of frame ${seq + 1} of ${count} had not returned after 250 ms.`, {
+        observed: `the fast clients had received [${fast.map((c) => c.frames).join(', ')}] frames; the paused client had ${mb(queued(slow))} waiting for it and ${slow.socket.writableNeedDrain ? 'a full socket buffer' : 'room in its socket buffer'}`,
+        expected: "publish() hands the frame to every client's queue and returns; the fast clients keep receiving",
+        idea: "a broadcast that waits for each client's 'drain' in turn runs at the pace of the slowest client, and a paused client stops it for everyone",
+      });
+    }
+    await nextTurn();
+    if (seq % 8 === 7) {
+      await eventually(() => {
+        check(fast.every((c) => c.frames >= seq + 1 - 8 || c.broken), 'The fast clients stopped receiving.', {
+          observed: `${seq + 1} frames published; the fast clients received [${fast.map((c) => c.frames).join(', ')}]`,
+          expected: `each fast client within 8 frames of the ${seq + 1} published`,
+          idea: 'a client that reads must not wait for one that does not',
+        });
+      }, { within: 1000 });
+    }
+  }
+}
+
+/** Checks that every fast client got all `count` frames, whole and in order, and is still connected. */
+async function expectEverything(fast: BulkClient[], count: number): Promise<void> {
+  await eventually(() => {
+    for (const [i, c] of fast.entries()) {
+      check(!c.broken, `Fast client ${i + 1} received a broken stream.`, {
+        observed: c.broken ?? '',
+        expected: `frames 0..${count - 1}, whole and in order`,
+        idea: 'frames from one publisher reach each client whole and in the order they were published',
+      });
+      check(c.frames === count && !c.closed, `Fast client ${i + 1} did not receive everything.`, {
+        observed: `${c.frames} of ${count} frames${c.closed ? ', then the server closed the connection' : ''}`,
+        expected: `all ${count} frames, and the connection still open`,
+        idea: 'a client that keeps up receives every frame, whatever another client does',
+      });
+    }
+  }, { within: 2000 });
+}
+
+describe('baseline: the hub delivers', () => {
+  test('frames sent to one client arrive whole and in order', async () => {
+    const hub = await start();
+    const client = await h.connect(hub.port);
+    const conn = await connectionOf(hub, client.port);
+    const bodies = Array.from({ length: 10 }, (_, i) => `message ${i}`);
+    for (const body of bodies) hub.send(conn.id, FrameType.DATA, body);
+    const frames = await client.waitForFrames(10, 'ten DATA frames');
+    check(frames.map((f) => f.body.toString()).join(',') === bodies.join(','), 'Frames arrived changed or out of order.', {
+      observed: show(frames),
+      expected: bodies.map((b) => `DATA "${b}"`).join(', '),
+      idea: 'frames for one client go out in the order they were sent',
+    });
+  });
+
+  test('a streamed frame arrives whole', async () => {
+    const hub = await start();
+    const client = await h.connect(hub.port);
+    const conn = await connectionOf(hub, client.port);
+    const parts = ['a body ', 'that arrives ', 'in four ', 'pieces'];
+    async function* slowly() {
+      for (const part of parts) {
+        await nextTurn();
+        yield Buffer.from(part);
+      }
+    }
+    await hub.stream(conn.id, FrameType.DATA, parts.join('').length, slowly());
+    const [frame] = await client.waitForFrames(1, 'the streamed frame');
+    check(frame!.body.toString() === parts.join(''), 'The streamed frame arrived wrong.', {
+      observed: describeFrame(frame!),
+      expected: `DATA "${parts.join('')}"`,
+      idea: 'a frame can be written as a header and then its body in pieces, as long as nothing else is written in between',
+    });
+  });
+
+  test('a published frame reaches every client', async () => {
+    const hub = await start();
+    const clients = [await h.connect(hub.port), await h.connect(hub.port), await h.connect(hub.port)];
+    await eventually(() => check(hub.connections.size === 3, 'The hub did not register three clients.', {
+      observed: `${hub.connections.size} connection(s)`, expected: '3', idea: 'the hub keeps a registry of its clients',
+    }), { within: 1000 });
+    await hub.publish(FrameType.DATA, 'to everyone');
+    for (const [i, client] of clients.entries()) {
+      const [frame] = await client.waitForFrames(1, `the published frame at client ${i + 1}`);
+      check(frame!.body.toString() === 'to everyone', `Client ${i + 1} got the wrong frame.`, {
+        observed: describeFrame(frame!), expected: 'DATA "to everyone"', idea: 'publish() sends to every client',
+      });
+    }
+  });
+
+  test("a client's DATA frame is published to every client", async () => {
+    const hub = await start();
+    const alice = await h.connect(hub.port);
+    const bob = await h.connect(hub.port);
+    await eventually(() => check(hub.connections.size === 2, 'The hub did not register two clients.', {
+      observed: `${hub.connections.size} connection(s)`, expected: '2', idea: 'the hub keeps a registry of its clients',
+    }), { within: 1000 });
+    alice.send(FrameType.DATA, 'hello all');
+    for (const [name, client] of [['alice', alice], ['bob', bob]] as const) {
+      const [frame] = await client.waitForFrames(1, `alice's message at ${name}`);
+      check(frame!.body.toString() === 'hello all', `${name} got the wrong frame.`, {
+        observed: describeFrame(frame!), expected: 'DATA "hello all"', idea: 'DATA from a client goes to every client',
+      });
+    }
+  });
+
+  test('the hub answers PING with PONG', async () => {
+    const hub = await start();
+    const client = await h.connect(hub.port);
+    client.send(FrameType.PING, 'p1');
+    const [reply] = await client.waitForFrames(1, 'a PONG for our PING');
+    check(reply!.type === FrameType.PONG && reply!.body.toString() === 'p1', 'PING was not answered with PONG.', {
+      observed: describeFrame(reply!), expected: 'PONG "p1"', idea: 'PONG echoes the PING body',
+    });
+  });
+
+  test('a client that breaks the framing gets ERROR and is closed', async () => {
+    const hub = await start();
+    const client = await h.connect(hub.port);
+    await client.write(Buffer.from([0xff, 0xff, 0xff, 0xff, FrameType.DATA]));
+    const [reply] = await client.waitForFrames(1, 'an ERROR frame');
+    await client.waitClosed('the hub hangs up after a frame it cannot read');
+    check(reply!.type === FrameType.ERROR && reply!.body.toString().startsWith('PROTOCOL'), 'The refusal was not an ERROR PROTOCOL frame.', {
+      observed: describeFrame(reply!), expected: 'ERROR "PROTOCOL …"', idea: 'once framing is lost, say why and hang up (lesson 02)',
+    });
+  });
+
+  test('a client that leaves is forgotten', async () => {
+    const hub = await start();
+    const client = await h.connect(hub.port);
+    await connectionOf(hub, client.port);
+    client.end();
+    await client.waitClosed('the hub closes its side after our FIN');
+    await eventually(() => check(hub.connections.size === 0, 'The hub still lists a client that left.', {
+      observed: `${hub.connections.size} connection(s) after the only client left`,
+      expected: '0',
+      idea: "a connection removes itself from the registry on 'close' (lesson 01)",
+    }), { within: 500 });
+  });
+
+  test('a reading client receives a long run of large frames whole and in order', async () => {
+    const hub = await start();
+    const fast = [await bulkClient(hub.port)];
+    const conn = await connectionOf(hub, fast[0]!.port);
+    await publishNumbered(hub, 32, fast, conn);
+    await expectEverything(fast, 32);
+  });
+});
+
+describe('one frame at a time: a single writer per connection', () => {
+  test("a frame sent while a streamed frame's body is on its way waits for it", async () => {
+    const hub = await start();
+    const client = await h.connect(hub.port);
+    const conn = await connectionOf(hub, client.port);
+    const parts = ['A: the body of a frame ', 'that a slow source produces'];
+    const bodyA = parts.join('');
+    const bodyB = 'B: a whole frame sent meanwhile';
+    const body = gate();
+    // A starts: its header can go out, but its body is not there yet.
+    const a = hub.stream(conn.id, FrameType.DATA, bodyA.length, gatedBody(body.opened, parts));
+    await nextTurn();
+    // B is sent, whole, while A waits for its body.
+    hub.send(conn.id, FrameType.DATA, bodyB);
+    await nextTurn();
+    body.open();
+    check(await settlesWithin(a, 1000), 'The streamed frame was never finished.', {
+      observed: 'stream() had not resolved 1000 ms after its body became available',
+      expected: 'A is written as soon as its body arrives',
+      idea: 'the writer finishes the frame it started before it starts another',
+    });
+    const total = encode(FrameType.DATA, bodyA).length + encode(FrameType.DATA, bodyB).length;
+    const frames = await framesAfter(client, total);
+    const ok = frames.length === 2 && !client.protocolError
+      && frames[0]!.body.toString() === bodyA && frames[1]!.body.toString() === bodyB;
+    check(ok, 'Two frames sent at the same time came out mixed.', {
+      observed: `the client decoded ${decoded(client)}\nthe bytes received: ${JSON.stringify(client.received.toString('latin1'))}`,
+      expected: `DATA "${bodyA}", DATA "${bodyB}": A was started first, so A whole, then B whole`,
+      idea: "A's header went out, then B's whole frame, then A's body: a frame written in two parts with an await between them lets another sender in. One writer per connection, taking one whole frame at a time, keeps them apart",
+    });
+  });
+
+  test('streamed and whole frames sent together arrive whole, in the order they were sent', async () => {
+    const hub = await start();
+    const client = await h.connect(hub.port);
+    const conn = await connectionOf(hub, client.port);
+    const gates = [gate(), gate(), gate()];
+    const streamed = ['first streamed body', 'second streamed body, a bit longer', 'third'];
+    const sent: string[] = [];
+    const streams: Array<Promise<void>> = [];
+    for (const [i, text] of streamed.entries()) {
+      streams.push(hub.stream(conn.id, FrameType.DATA, text.length, gatedBody(gates[i]!.opened, [text.slice(0, 3), text.slice(3)])));
+      sent.push(text);
+      if (i < 2) {
+        const whole = `whole frame ${i + 1}`;
+        hub.send(conn.id, FrameType.DATA, whole);
+        sent.push(whole);
+      }
+    }
+    // The sources finish in the opposite order: the last one first.
+    for (const g of [...gates].reverse()) {
+      g.open();
+      await nextTurn();
+    }
+    check(await settlesWithin(Promise.all(streams), 1000), 'The streamed frames were never finished.', {
+      observed: 'stream() had not resolved 1000 ms after every body became available',
+      expected: 'every streamed frame written once its body arrives',
+      idea: 'the writer finishes each frame it starts',
+    });
+    const total = sent.reduce((n, text) => n + encode(FrameType.DATA, text).length, 0);
+    const frames = await framesAfter(client, total);
+    const ok = !client.protocolError && frames.length === sent.length && frames.every((f, i) => f.body.toString() === sent[i]);
+    check(ok, 'Frames from several senders came out mixed.', {
+      observed: `the client decoded ${decoded(client)}`,
+      expected: sent.map((s) => `DATA "${s}"`).join(', '),
+      idea: 'a connection carries one frame at a time: each frame is written whole, by one writer, in the order it was sent',
+    });
+  });
+});
+
+describe('bounded memory: a client that stops reading', () => {
+  test("a paused reader's queued bytes stay within maxQueuedBytes", async () => {
+    const hub = await start({ maxQueuedBytes: BOUND });
+    const slow = await bulkClient(hub.port, { paused: true });
+    const conn = await connectionOf(hub, slow.port);
+    // 256 frames of 64 KiB: 16.8 MB, far beyond the ~4 MB loopback's kernel buffers absorb.
+    let peak = 0;
+    let sent = 0;
+    for (let seq = 0; seq < 256 && !conn.socket.destroyed; seq++) {
+      hub.send(conn.id, FrameType.DATA, numbered(seq));
+      sent += FRAME_BYTES;
+      peak = Math.max(peak, queued(conn));
+      await nextTurn();
+      peak = Math.max(peak, queued(conn));
+    }
+    check(peak <= BOUND, 'The server kept buffering for a client that was not reading.', {
+      observed: `${mb(sent)} sent to a paused client; the server held up to ${mb(peak)} for it (writer.queuedBytes / socket.writableLength), with maxQueuedBytes = ${mb(BOUND)}`,
+      expected: `never more than maxQueuedBytes (${mb(BOUND)}) waiting for one client`,
+      idea: "write() returning false is advice, not a limit: Node buffers everything it is handed. Honour 'drain' with your own queue, and bound that queue",
+    });
+  });
+
+  test('a client that falls maxQueuedBytes behind is disconnected', async () => {
+    const hub = await start({ maxQueuedBytes: BOUND });
+    const slow = await bulkClient(hub.port, { paused: true });
+    const conn = await connectionOf(hub, slow.port);
+    let sent = 0;
+    for (let seq = 0; seq < 256 && !conn.socket.destroyed; seq++) {
+      hub.send(conn.id, FrameType.DATA, numbered(seq));
+      sent += FRAME_BYTES;
+      await nextTurn();
+    }
+    await eventually(() => {
+      check(!hub.connections.has(conn.id) && hub.slowConsumersDisconnected === 1, 'A client that fell far behind is still connected.', {
+        observed: `${mb(sent)} sent to a client that read nothing; it is ${hub.connections.has(conn.id) ? 'still connected' : 'gone'}, with ${mb(queued(conn))} queued for it; hub.slowConsumersDisconnected = ${hub.slowConsumersDisconnected}`,
+        expected: `the slow-consumer policy (disconnect): once ${mb(BOUND)} is waiting for it, the client is cut off and counted`,
+        idea: 'a bounded queue needs a policy for when it is full: this hub disconnects the slow consumer (another hub might drop frames); buffering for ever is not a policy',
+      });
+    }, { within: 300 });
+  });
+
+  test('fast clients receive every published frame, in order, while a slow consumer is disconnected', async () => {
+    const hub = await start({ maxQueuedBytes: BOUND });
+    const slow = await bulkClient(hub.port, { paused: true });
+    const slowConn = await connectionOf(hub, slow.port);
+    const fast = [await bulkClient(hub.port), await bulkClient(hub.port)];
+    // 256 frames: 16.8 MB to each client. The slow one passes the bound after ~5 MB.
+    await publishNumbered(hub, 256, fast, slowConn);
+    await expectEverything(fast, 256);
+    check(!hub.connections.has(slowConn.id) && hub.slowConsumersDisconnected === 1, 'The paused client was never disconnected.', {
+      observed: `after ${mb(256 * FRAME_BYTES)} published, the paused client is ${hub.connections.has(slowConn.id) ? 'still connected' : 'gone'} with ${mb(queued(slowConn))} queued for it; slowConsumersDisconnected = ${hub.slowConsumersDisconnected}`,
+      expected: `disconnected once ${mb(BOUND)} was waiting for it`,
+      idea: 'the slow-consumer policy applies to broadcasts too: the bound is per connection, whoever sends',
+    });
+  });
+});
+
+describe('a broadcast never waits for the slowest client', () => {
+  test("a broadcast reaches fast clients while a paused client's buffers are full", async () => {
+    // A bound far above what this test sends: the paused client stays connected, with a
+    // full socket buffer and frames waiting in its queue.
+    const hub = await start({ maxQueuedBytes: 64 * 1024 * 1024 });
+    // The paused client connects first, so a broadcast that visits clients in turn meets it first.
+    const slow = await bulkClient(hub.port, { paused: true });
+    const slowConn = await connectionOf(hub, slow.port);
+    const fast = [await bulkClient(hub.port), await bulkClient(hub.port)];
+    // 160 frames: 10.5 MB to each client, well past the ~4 MB the kernel holds for the paused one.
+    await publishNumbered(hub, 160, fast, slowConn);
+    await expectEverything(fast, 160);
+    check(hub.connections.has(slowConn.id) && slowConn.socket.writableNeedDrain, 'The paused client was not left with a full buffer.', {
+      observed: `the paused client is ${hub.connections.has(slowConn.id) ? 'connected' : 'gone'}; ${mb(queued(slowConn))} waiting for it; socket buffer ${slowConn.socket.writableNeedDrain ? 'full' : 'not full'}`,
+      expected: 'still connected (it is under maxQueuedBytes), with frames waiting for it',
+      idea: 'a slow client under the bound keeps its place; its frames wait in its own queue',
+    });
+  });
+});
