@@ -6,6 +6,7 @@ import { defineConfig } from 'vitest/config';
 import { listLessons } from './runtime/lessons.ts';
 import { lessonNumber, targetDir } from './runtime/targets/resolve.ts';
 import { workbookTargets } from './runtime/targets/vite-plugin.ts';
+import ProgressReporter from './runtime/reporter/progress.ts';
 
 const target = targetDir(process.env.WORKBOOK_TARGET);
 // WORKBOOK_ISOLATE: unset = each lesson judged alone; NN = lesson NN alone; "none" = the
@@ -18,6 +19,9 @@ export default defineConfig({
     // On 2 cores vitest would default to one worker.
     maxWorkers: 2,
     testTimeout: 10_000,
+    // The learner's view: progress per lesson and the first failure in full. (npm start
+    // and npm run verify pass reporters of their own.)
+    reporters: [new ProgressReporter()],
     hookTimeout: 10_000,
     projects: [
       ...listLessons().map((lesson) => {

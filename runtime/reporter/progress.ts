@@ -28,12 +28,13 @@ export default class ProgressReporter implements Reporter {
     const progress = readProgress();
     const out: string[] = ['', 'Staying Connected: progress', ''];
 
+    const width = Math.max(0, ...lessons.map((l) => l.title.length)) + 2;
     for (const lesson of lessons) {
       const r = results.get(lesson.slug)!;
       progress.lessons[lesson.slug] = { passed: passedCount(r), total: r.tests.length, at: new Date().toISOString() };
       const mark = isSolved(r) ? '✔' : ' ';
       const count = r.loadErrors.length ? 'does not load' : `${passedCount(r)}/${r.tests.length}`;
-      out.push(` ${mark} ${lesson.nn} ${lesson.title.padEnd(22)} ${count}`);
+      out.push(` ${mark} ${lesson.nn} ${lesson.title.padEnd(width)} ${count}`);
     }
     writeProgress(progress);
 
@@ -41,6 +42,17 @@ export default class ProgressReporter implements Reporter {
     if (firstUnsolved) out.push('', ...this.describeFailure(firstUnsolved, results.get(firstUnsolved.slug)!, progress.hintsShown[firstUnsolved.nn] ?? 0));
     else if (lessons.length) out.push('', `All ${lessons.length} lesson(s) in this run pass.`);
 
+    // Suites that are not lessons (the runtime's self-tests): their failures, plainly.
+    for (const [name, r] of results) {
+      if (lessons.some((l) => l.slug === name)) continue;
+      for (const t of r.tests.filter((t) => t.state === 'failed')) out.push('', `✗ ${name}: ${t.fullName}`, indent(t.errorMessage ?? ''));
+      for (const e of r.loadErrors) out.push('', `✗ ${name}: ${e}`);
+    }
+
+    if (lessons.length) {
+      const solved = lessons.filter((l) => isSolved(results.get(l.slug)!)).length;
+      out.push('', `${solved} of ${lessons.length} lesson(s) solved.${firstUnsolved ? ` Next: lesson ${firstUnsolved.nn}, ${firstUnsolved.title} (${relative(firstUnsolved.readme)}).` : ''}`);
+    }
     const all = [...results.values()].flatMap((r) => r.tests);
     const passed = all.filter((t) => t.state === 'passed').length;
     const failed = all.filter((t) => t.state === 'failed').length + [...results.values()].filter((r) => r.loadErrors.length).length;
