@@ -8,7 +8,8 @@
 // with the result, or ERROR "TIMEOUT ..." when the budget ran out first. The protocol has
 // no request ids, so one connection's requests are served one at a time, in order.
 import net from 'node:net';
-import { encodeFrame, FrameDecoder, FrameType, type Frame } from '../02-framing/codec.ts';
+import { encodeFrame, FrameType, type Frame } from '../02-framing/codec.ts';
+import { readFrames } from '../02-framing/read-frames.ts';
 
 /**
  * The work a request asks for: typically a call to something downstream (a database,
@@ -76,8 +77,6 @@ export async function startDeadlineServer(options: DeadlineOptions): Promise<Dea
       connections.delete(socket);
     });
 
-    const decoder = new FrameDecoder(options.maxFrameBytes);
-    let refused = false;
     // Requests waiting or running on this connection, served in order.
     let queue = Promise.resolve();
 
@@ -118,7 +117,7 @@ export async function startDeadlineServer(options: DeadlineOptions): Promise<Dea
       if (frame.type === FrameType.PING) return send(encodeFrame(FrameType.PONG, frame.body));
       if (frame.type !== FrameType.DATA) return send(encodeFrame(FrameType.ERROR, `UNSUPPORTED frame type ${frame.type}`));
       if (frame.body.length < 4) {
-        refused = true;
+        reader.stop();
         socket.end(encodeFrame(FrameType.ERROR, 'PROTOCOL a request starts with a u32 budget in ms'));
         return;
       }
@@ -127,21 +126,7 @@ export async function startDeadlineServer(options: DeadlineOptions): Promise<Dea
       queue = queue.then(() => serve(request, budgetMs));
     }
 
-    socket.on('data', (chunk: Buffer) => {
-      if (refused) return; // after a protocol error the rest of the stream means nothing
-      let frames: Frame[];
-      try {
-        frames = decoder.push(chunk);
-      } catch (err) {
-        refused = true;
-        socket.end(encodeFrame(FrameType.ERROR, `PROTOCOL ${(err as Error).message}`));
-        return;
-      }
-      for (const frame of frames) {
-        if (refused) break;
-        onFrame(frame);
-      }
-    });
+    const reader = readFrames(socket, onFrame, { maxFrameBytes: options.maxFrameBytes });
   });
 
   await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));

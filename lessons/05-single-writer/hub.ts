@@ -7,7 +7,8 @@
 // that stops reading must cost the server a bounded amount of memory, and must not slow
 // anyone else down.
 import net from 'node:net';
-import { encodeFrame, FrameDecoder, FrameType } from '../02-framing/codec.ts';
+import { encodeFrame, FrameType } from '../02-framing/codec.ts';
+import { readFrames } from '../02-framing/read-frames.ts';
 import { DEFAULT_MAX_QUEUED_BYTES, FrameWriter } from './writer.ts';
 
 export interface HubOptions {
@@ -67,25 +68,16 @@ export async function startHub(options: HubOptions = {}): Promise<Hub> {
     socket.once('close', () => connections.delete(id));
     socket.on('error', () => {}); // 'close' follows and cleans up (lesson 01)
 
-    const decoder = new FrameDecoder();
-    let refused = false;
-    socket.on('data', (chunk: Buffer) => {
-      if (refused) return;
-      let frames;
-      try {
-        frames = decoder.push(chunk);
-      } catch (err) {
-        // A stream we cannot frame cannot be resynchronised: say why, then hang up (lesson 02).
-        refused = true;
-        writer.send(FrameType.ERROR, `PROTOCOL ${(err as Error).message}`);
+    readFrames(socket, (frame) => {
+      if (frame.type === FrameType.PING) writer.send(FrameType.PONG, frame.body);
+      else if (frame.type === FrameType.DATA) void hub.publish(FrameType.DATA, frame.body);
+      else writer.send(FrameType.ERROR, `UNSUPPORTED frame type ${frame.type}`);
+    }, {
+      // The ERROR goes through the send queue like every other frame, then we hang up.
+      onProtocolError: (reason) => {
+        writer.send(FrameType.ERROR, reason);
         void writer.drained().then(() => socket.end());
-        return;
-      }
-      for (const frame of frames) {
-        if (frame.type === FrameType.PING) writer.send(FrameType.PONG, frame.body);
-        else if (frame.type === FrameType.DATA) void hub.publish(FrameType.DATA, frame.body);
-        else writer.send(FrameType.ERROR, `UNSUPPORTED frame type ${frame.type}`);
-      }
+      },
     });
   });
 

@@ -5,7 +5,8 @@
 //   new connection ──▶ per-IP rate ──▶ connection cap ──▶ served
 //   DATA request   ──▶ in-flight slot (bounded queue, bounded wait) ──▶ handler ──▶ DATA
 import net from 'node:net';
-import { encodeFrame, FrameDecoder, FrameType } from '../02-framing/codec.ts';
+import { encodeFrame, FrameType } from '../02-framing/codec.ts';
+import { readFrames } from '../02-framing/read-frames.ts';
 import { readConnectionBudget } from './fd-limit.ts';
 import { Semaphore } from './semaphore.ts';
 import { TokenBucket } from './token-bucket.ts';
@@ -111,23 +112,10 @@ export async function startLimitedServer(options: LimitedServerOptions = {}): Pr
       }
     }
 
-    const decoder = new FrameDecoder();
-    let broken = false;
-    socket.on('data', (chunk: Buffer) => {
-      if (broken) return; // after a protocol error the rest of the stream means nothing
-      let frames;
-      try {
-        frames = decoder.push(chunk);
-      } catch (err) {
-        broken = true;
-        socket.end(encodeFrame(FrameType.ERROR, `PROTOCOL ${(err as Error).message}`));
-        return;
-      }
-      for (const frame of frames) {
-        if (frame.type === FrameType.DATA) void serve(frame.body);
-        else if (frame.type === FrameType.PING) reply(FrameType.PONG, frame.body);
-        else if (frame.type !== FrameType.HELLO) reply(FrameType.ERROR, `UNSUPPORTED frame type ${frame.type}`);
-      }
+    readFrames(socket, (frame) => {
+      if (frame.type === FrameType.DATA) void serve(frame.body);
+      else if (frame.type === FrameType.PING) reply(FrameType.PONG, frame.body);
+      else if (frame.type !== FrameType.HELLO) reply(FrameType.ERROR, `UNSUPPORTED frame type ${frame.type}`);
     });
   });
   // Node enforces the cap for us: past it, new connections are closed before they reach us.

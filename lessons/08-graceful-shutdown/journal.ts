@@ -10,7 +10,8 @@
 import net from 'node:net';
 import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { encodeFrame, FrameDecoder, FrameType } from '../02-framing/codec.ts';
+import { encodeFrame, FrameType } from '../02-framing/codec.ts';
+import { readFrames } from '../02-framing/read-frames.ts';
 
 export interface Entry {
   id: number;
@@ -128,24 +129,15 @@ export async function startJournalServer(options: JournalOptions = {}): Promise<
     socket.on('error', () => {}); // 'close' follows and cleans up (lesson 01)
     socket.once('close', () => connections.delete(conn));
 
-    const decoder = new FrameDecoder();
-    let broken = false;
-    socket.on('data', (chunk: Buffer) => {
-      if (broken) return;
-      let frames;
-      try {
-        frames = decoder.push(chunk);
-      } catch (err) {
-        broken = true;
-        send(conn, encodeFrame(FrameType.ERROR, `PROTOCOL ${(err as Error).message}`));
+    readFrames(socket, (frame) => {
+      if (frame.type === FrameType.DATA) handleData(conn, frame.body);
+      else if (frame.type === FrameType.PING) send(conn, encodeFrame(FrameType.PONG, frame.body));
+      else send(conn, encodeFrame(FrameType.ERROR, `UNSUPPORTED frame type ${frame.type}`));
+    }, {
+      onProtocolError: (reason) => {
+        send(conn, encodeFrame(FrameType.ERROR, reason));
         socket.end();
-        return;
-      }
-      for (const frame of frames) {
-        if (frame.type === FrameType.DATA) handleData(conn, frame.body);
-        else if (frame.type === FrameType.PING) send(conn, encodeFrame(FrameType.PONG, frame.body));
-        else send(conn, encodeFrame(FrameType.ERROR, `UNSUPPORTED frame type ${frame.type}`));
-      }
+      },
     });
   });
 

@@ -2,7 +2,8 @@
 // The interesting part is not the echo but the reading: bytes in, whole frames out, and a
 // clear refusal for a peer that breaks the protocol.
 import net from 'node:net';
-import { encodeFrame, FrameDecoder, FrameType } from './codec.ts';
+import { encodeFrame, FrameType } from './codec.ts';
+import { readFrames } from './read-frames.ts';
 
 export interface EchoOptions {
   port?: number;
@@ -25,26 +26,12 @@ export async function startEchoServer(options: EchoOptions = {}): Promise<EchoSe
     socket.once('close', () => connections.delete(socket));
     socket.on('error', () => {}); // 'close' follows and cleans up (lesson 01)
 
-    const decoder = new FrameDecoder(options.maxFrameBytes);
-    let refused = false;
-
-    socket.on('data', (chunk: Buffer) => {
-      if (refused) return; // after a protocol error the rest of the stream means nothing
-      let frames;
-      try {
-        frames = decoder.push(chunk);
-      } catch (err) {
-        // A stream we cannot frame cannot be resynchronised: say why, then hang up.
-        refused = true;
-        socket.end(encodeFrame(FrameType.ERROR, `PROTOCOL ${(err as Error).message}`));
-        return;
-      }
-      for (const frame of frames) {
-        if (frame.type === FrameType.DATA) socket.write(encodeFrame(FrameType.DATA, frame.body));
-        else if (frame.type === FrameType.PING) socket.write(encodeFrame(FrameType.PONG, frame.body));
-        else socket.write(encodeFrame(FrameType.ERROR, `UNSUPPORTED frame type ${frame.type}`));
-      }
-    });
+    // Whole frames only, whatever way the bytes arrive; a broken stream gets ERROR and a close.
+    readFrames(socket, (frame) => {
+      if (frame.type === FrameType.DATA) socket.write(encodeFrame(FrameType.DATA, frame.body));
+      else if (frame.type === FrameType.PING) socket.write(encodeFrame(FrameType.PONG, frame.body));
+      else socket.write(encodeFrame(FrameType.ERROR, `UNSUPPORTED frame type ${frame.type}`));
+    }, { maxFrameBytes: options.maxFrameBytes });
   });
 
   await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));

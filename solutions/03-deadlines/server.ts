@@ -8,7 +8,8 @@
 // with the result, or ERROR "TIMEOUT ..." when the budget ran out first. The protocol has
 // no request ids, so one connection's requests are served one at a time, in order.
 import net from 'node:net';
-import { encodeFrame, FrameDecoder, FrameType, type Frame } from '../02-framing/codec.ts';
+import { encodeFrame, FrameType, type Frame } from '../02-framing/codec.ts';
+import { readFrames } from '../02-framing/read-frames.ts';
 
 /**
  * The work a request asks for: typically a call to something downstream (a database,
@@ -86,8 +87,6 @@ export async function startDeadlineServer(options: DeadlineOptions): Promise<Dea
       for (const timer of writeTimers) clearTimeout(timer);
     });
 
-    const decoder = new FrameDecoder(options.maxFrameBytes);
-    let refused = false;
     // Requests waiting or running on this connection, served in order.
     let queue = Promise.resolve();
     let pending = 0;
@@ -111,9 +110,9 @@ export async function startDeadlineServer(options: DeadlineOptions): Promise<Dea
     // Give up on this connection: say why, then hang up without waiting for the peer's
     // FIN (a peer we are giving up on does not get to hold the socket open).
     function giveUp(reason: string): void {
-      if (refused) return;
+      if (reader.stopped) return;
       log(`connection ${id}: ${reason}`);
-      refused = true;
+      reader.stop();
       socket.end(encodeFrame(FrameType.ERROR, `TIMEOUT ${reason}`), () => socket.destroy());
     }
 
@@ -158,7 +157,7 @@ export async function startDeadlineServer(options: DeadlineOptions): Promise<Dea
       if (frame.type === FrameType.PING) return send(encodeFrame(FrameType.PONG, frame.body));
       if (frame.type !== FrameType.DATA) return send(encodeFrame(FrameType.ERROR, `UNSUPPORTED frame type ${frame.type}`));
       if (frame.body.length < 4) {
-        refused = true;
+        reader.stop();
         socket.end(encodeFrame(FrameType.ERROR, 'PROTOCOL a request starts with a u32 budget in ms'));
         return;
       }
@@ -169,29 +168,19 @@ export async function startDeadlineServer(options: DeadlineOptions): Promise<Dea
       queue = queue.then(() => serve(request, budgetMs, receivedAt)).finally(() => void pending--);
     }
 
-    socket.on('data', (chunk: Buffer) => {
-      if (refused) return; // after a protocol error the rest of the stream means nothing
-      let frames: Frame[];
-      try {
-        frames = decoder.push(chunk);
-      } catch (err) {
-        refused = true;
-        socket.end(encodeFrame(FrameType.ERROR, `PROTOCOL ${(err as Error).message}`));
-        return;
-      }
-      // The frame deadline runs from a frame's first byte to its last. Every byte resets
-      // the idle timer, so a client that sends one byte now and then is never idle; this
-      // catches it.
-      if (frames.length > 0 || decoder.bufferedBytes === 0) {
-        clearTimeout(frameTimer);
-        frameTimer = undefined;
-      }
-      if (decoder.bufferedBytes > 0 && frameTimer === undefined) {
+    const reader = readFrames(socket, (frame) => {
+      clearTimeout(frameTimer); // this frame made its deadline
+      frameTimer = undefined;
+      onFrame(frame);
+    }, { maxFrameBytes: options.maxFrameBytes });
+
+    // The frame deadline runs from a frame's first byte to its last. Every byte resets
+    // the idle timer, so a client that sends one byte now and then is never idle; this
+    // catches it. (This listener runs after the reader's, so the decoder holds only the
+    // start of a frame still to come.)
+    socket.on('data', () => {
+      if (reader.decoder.bufferedBytes > 0 && frameTimer === undefined) {
         frameTimer = setTimeout(() => giveUp(`frame not complete within ${frameMs} ms`), frameMs);
-      }
-      for (const frame of frames) {
-        if (refused) break;
-        onFrame(frame);
       }
     });
   });

@@ -7,7 +7,8 @@
 // same stream as the business traffic, so an answer proves the whole path works, up to
 // the peer's own event loop.
 import net from 'node:net';
-import { encodeFrame, FrameDecoder, FrameType } from '../02-framing/codec.ts';
+import { encodeFrame, FrameType } from '../02-framing/codec.ts';
+import { readFrames } from '../02-framing/read-frames.ts';
 
 export interface HeartbeatOptions {
   /** 0 (the default) lets the OS pick a free port. */
@@ -65,26 +66,15 @@ export async function startHeartbeatServer(options: HeartbeatOptions = {}): Prom
     // 'close' fires on every path: a goodbye, a reset, our own destroy(), stop().
     socket.once('close', () => clearInterval(pinger));
 
-    const decoder = new FrameDecoder();
-    let refused = false;
-    socket.on('data', (chunk: Buffer) => {
+    socket.on('data', () => {
       lastHeard = performance.now();
       unanswered = 0;
-      if (refused) return; // after a protocol error the rest of the stream means nothing
-      let frames;
-      try {
-        frames = decoder.push(chunk);
-      } catch (err) {
-        refused = true;
-        socket.end(encodeFrame(FrameType.ERROR, `PROTOCOL ${(err as Error).message}`));
-        return;
-      }
-      for (const frame of frames) {
-        if (frame.type === FrameType.DATA) socket.write(encodeFrame(FrameType.DATA, frame.body));
-        else if (frame.type === FrameType.PING) socket.write(encodeFrame(FrameType.PONG, frame.body));
-        else if (frame.type === FrameType.PONG) continue; // the answer to one of our pings
-        else socket.write(encodeFrame(FrameType.ERROR, `UNSUPPORTED frame type ${frame.type}`));
-      }
+    });
+    readFrames(socket, (frame) => {
+      if (frame.type === FrameType.DATA) socket.write(encodeFrame(FrameType.DATA, frame.body));
+      else if (frame.type === FrameType.PING) socket.write(encodeFrame(FrameType.PONG, frame.body));
+      else if (frame.type === FrameType.PONG) return; // the answer to one of our pings
+      else socket.write(encodeFrame(FrameType.ERROR, `UNSUPPORTED frame type ${frame.type}`));
     });
   });
 
