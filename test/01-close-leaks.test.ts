@@ -2,7 +2,7 @@
 // path the connection can end by: a clean goodbye, a reset, a kick by the server.
 import { describe, test } from 'vitest';
 import { startPresenceServer } from '#target/01-close-leaks/presence.ts';
-import { check, describeLeaks, eventually, LeakProbe, useHarness } from '../runtime/harness/index.ts';
+import { check, describeLeaks, eventually, isClean, LeakProbe, useHarness } from '../runtime/harness/index.ts';
 
 const h = useHarness('01');
 const TICK_MS = 50;
@@ -50,7 +50,7 @@ async function expectForgotten(server: Presence, probe: LeakProbe, path: string)
     expected: '0: each connection removes the listener it added',
     idea: 'a listener on a long-lived emitter keeps its connection alive in memory for as long as the emitter lives',
   });
-  check(leaks.resources.size === 0 && leaks.socketFds <= 0, `Something a client that ${path} made is still alive.`, {
+  check(isClean(leaks), `Something a client that ${path} made is still alive.`, {
     observed: `still alive beyond the running server: ${describeLeaks(leaks)}`,
     expected: 'nothing beyond the listening server',
     idea: 'every resource a connection opens is released when it closes',
@@ -99,7 +99,7 @@ describe('baseline: the presence server works', () => {
 
   test('a client that ends cleanly is forgotten', async () => {
     const server = await start();
-    const probe = new LeakProbe();
+    const probe = new LeakProbe().watchListeners(server.announcements, 'announce', 'the announcements emitter');
     const { client } = await join(server.port);
     client.end();
     await client.waitClosed('the server closes its side after our FIN');
@@ -137,7 +137,7 @@ describe('every path releases everything', () => {
 
   test("a kicked client's ticker stops", async () => {
     const server = await start();
-    const probe = new LeakProbe();
+    const probe = new LeakProbe().watchListeners(server.announcements, 'announce', 'the announcements emitter');
     const { client, id } = await join(server.port);
     server.kick(id, 'spam');
     await client.waitClosed('kick() disconnects the client at once');
@@ -183,7 +183,7 @@ describe('every path releases everything', () => {
 
   test('a client that resets is forgotten', async () => {
     const server = await start();
-    const probe = new LeakProbe();
+    const probe = new LeakProbe().watchListeners(server.announcements, 'announce', 'the announcements emitter');
     const { client } = await join(server.port);
     client.reset();
     await client.waitClosed('our own reset closes the connection');

@@ -11,6 +11,9 @@ import {
 } from '../runtime/harness/index.ts';
 
 const h = useHarness('02');
+// How long a reply or a refusal may take. The server answers within a turn of its event
+// loop; 500 ms is ample even on a loaded machine.
+const REPLY_MS = 500;
 
 const sample = (): Array<[number, string]> => [
   [FrameType.DATA, 'first'],
@@ -165,7 +168,7 @@ describe('a byte stream, not messages', () => {
     const server = h.track(await startEchoServer());
     const client = await h.connect(server.port);
     await client.write(encodeAll([[FrameType.DATA, 'one'], [FrameType.DATA, 'two'], [FrameType.DATA, 'three']]));
-    const replies = await client.waitForFrames(3, 'the echoes of three frames sent in one write (TCP delivers them as one chunk)');
+    const replies = await client.waitForFrames(3, 'the echoes of three frames sent in one write (TCP delivers them as one chunk)', REPLY_MS);
     check(replies.map((r) => r.body.toString()).join(',') === 'one,two,three', 'The echoes came back wrong.', {
       observed: show(replies),
       expected: 'DATA "one", DATA "two", DATA "three"',
@@ -183,7 +186,7 @@ describe('a byte stream, not messages', () => {
       await client.write(Buffer.from([byte])).catch(() => {});
       await nextTurn();
     }
-    const [reply] = await client.waitForFrames(1, 'the echo of a frame that arrived one byte per packet');
+    const [reply] = await client.waitForFrames(1, 'the echo of a frame that arrived one byte per packet', REPLY_MS);
     check(reply!.type === FrameType.DATA && reply!.body.toString() === 'slowly', 'A frame that arrived byte by byte was not echoed.', {
       observed: `the server answered ${describeFrame(reply!)}${client.closed ? ' and closed the connection' : ''}`,
       expected: 'DATA "slowly"',
@@ -214,6 +217,6 @@ describe('a byte stream, not messages', () => {
         expected: 'an ERROR frame, then the connection closed',
         idea: 'once framing is lost the stream cannot be resynchronised: refuse, say why, and hang up',
       });
-    }, { within: 1000 });
+    }, { within: REPLY_MS });
   });
 });

@@ -8,6 +8,7 @@
 import { spawn } from 'node:child_process';
 import { readManifest, type LessonInfo } from '../lessons.ts';
 import { projectRoot } from '../targets/resolve.ts';
+import { fixSize } from './diff-size.ts';
 import { passedCount, type ProjectResult, type TestOutcome } from './results.ts';
 import { pickLessons, runOnce } from './run.ts';
 
@@ -27,7 +28,7 @@ async function verify() {
   const exercises = await runOnce({ projects: lessons.map((l) => l.slug), target: 'lessons', reporters: silent });
 
   const violations: string[] = [];
-  const rows: string[][] = [['lesson', 'baseline', 'bug tests failing', 'solution', 'seconds']];
+  const rows: string[][] = [['lesson', 'baseline', 'bug tests failing', 'solution', 'fix (lines, files)', 'seconds']];
   for (const lesson of lessons) {
     const sol = solutions.get(lesson.slug);
     const ex = exercises.get(lesson.slug);
@@ -41,6 +42,7 @@ async function verify() {
       `${baseline.filter((t) => t.state === 'passed').length}/${baseline.length}`,
       `${bugs.filter((t) => t.state === 'failed').length}/${bugTitles.size}`,
       sol ? `${passedCount(sol)}/${sol.tests.length}` : 'missing',
+      (({ changed, files }) => `${changed}, ${files}`)(fixSize(lesson.slug)),
       (((sol?.durationMs ?? 0) + (ex?.durationMs ?? 0)) / 1000).toFixed(1),
     ]);
   }
@@ -48,11 +50,11 @@ async function verify() {
     const rt = solutions.get('runtime');
     const failing = rt?.tests.filter((t) => t.state !== 'passed') ?? [];
     if (!rt || failing.length || rt.loadErrors.length) violations.push(...failing.map((t) => `runtime: self-test failed: ${t.fullName}: ${firstLine(t.errorMessage)}`), ...(rt?.loadErrors ?? []).map((e) => `runtime: ${e}`), ...(!rt ? ['runtime: no self-tests ran'] : []));
-    rows.push([`${failing.length || !rt ? '✗' : '✓'} runtime self-tests`, '', '', rt ? `${passedCount(rt)}/${rt.tests.length}` : 'missing', ((rt?.durationMs ?? 0) / 1000).toFixed(1)]);
+    rows.push([`${failing.length || !rt ? '✗' : '✓'} runtime self-tests`, '', '', rt ? `${passedCount(rt)}/${rt.tests.length}` : 'missing', '', ((rt?.durationMs ?? 0) / 1000).toFixed(1)]);
   }
   const tc = await typecheck;
   if (!tc.ok) violations.push(`typecheck: tsc --noEmit failed:\n${tc.output}`);
-  rows.push([`${tc.ok ? '✓' : '✗'} typecheck (tsc --noEmit)`, '', '', tc.ok ? 'clean' : 'errors', (tc.ms / 1000).toFixed(1)]);
+  rows.push([`${tc.ok ? '✓' : '✗'} typecheck (tsc --noEmit)`, '', '', tc.ok ? 'clean' : 'errors', '', (tc.ms / 1000).toFixed(1)]);
 
   printTable(rows);
   if (violations.length) console.log(`\nViolations:\n${violations.map((v) => `  - ${v.replace(/\n/g, '\n    ')}`).join('\n')}`);

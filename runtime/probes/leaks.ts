@@ -5,6 +5,8 @@
 // one of the test runner's own timers that ended meanwhile.) Socket fds come from
 // /proc/self/fd, as a second witness.
 import { createHook } from 'node:async_hooks';
+import type { EventEmitter } from 'node:events';
+import type net from 'node:net';
 import { readdirSync, readlinkSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -58,6 +60,10 @@ export type Resources = Map<string, number>;
 export interface Leaks {
   /** Resources alive now that were not at the snapshot, by kind. */
   resources: Resources;
+  /** Listeners added to watched emitters since the snapshot ("'announce' on announcements: +1"). */
+  listeners: string[];
+  /** Connections watched servers still count (server.getConnections()) beyond the snapshot. */
+  connections: number;
   /** Where each leaked resource was created ("presence.ts:45"), for the report. */
   sites: string[];
   /** Socket fds open now beyond the snapshot. */
@@ -78,13 +84,15 @@ export function socketFdCount(): number {
 }
 
 export function isClean(leaks: Leaks): boolean {
-  return leaks.resources.size === 0 && leaks.socketFds <= 0;
+  return leaks.resources.size === 0 && leaks.socketFds <= 0 && leaks.listeners.length === 0 && leaks.connections <= 0;
 }
 
 /** "1 Timeout (ref'ed timer or interval), 2 TCPSocketWrap (open TCP socket) — created at presence.ts:45". */
 export function describeLeaks(leaks: Leaks): string {
   const parts = [...leaks.resources].map(([name, n]) => `${n} ${name}${MEANING[name] ? ` (${MEANING[name]})` : ''}`);
   if (leaks.socketFds > 0 && !leaks.resources.has('TCPSocketWrap')) parts.push(`${leaks.socketFds} socket fd(s)`);
+  if (leaks.connections > 0) parts.push(`${leaks.connections} connection(s) the server still counts`);
+  parts.push(...leaks.listeners);
   if (!parts.length) return 'nothing';
   const sites = [...new Set(leaks.sites)];
   return `${parts.join(', ')}${sites.length ? `; created at ${sites.join(', ')}` : ''}`;
@@ -93,15 +101,37 @@ export function describeLeaks(leaks: Leaks): string {
 export class LeakProbe {
   private before = new Set<number>();
   private fds = 0;
+  private readonly emitters: Array<{ emitter: EventEmitter; event: string; name: string; count: number }> = [];
+  /** Connections accepted by watched servers since they were watched, until each closes. */
+  private readonly accepted = new Set<net.Socket>();
 
   constructor() {
     this.rebase();
+  }
+
+  /** Also count listeners for `event` on a long-lived emitter (a bus, a shared signal). */
+  watchListeners(emitter: EventEmitter, event: string, name = 'an emitter'): this {
+    this.emitters.push({ emitter, event, name, count: emitter.listenerCount(event) });
+    return this;
+  }
+
+  /**
+   * Also count the connections a server accepts from now on and has not closed: what
+   * server.getConnections() would add up, known at once rather than by callback.
+   */
+  watchServer(server: net.Server): this {
+    server.on('connection', (socket: net.Socket) => {
+      this.accepted.add(socket);
+      socket.once('close', () => this.accepted.delete(socket));
+    });
+    return this;
   }
 
   /** Forget the old snapshot: what is alive now is the new baseline. */
   rebase(): void {
     this.before = new Set(alive.keys());
     this.fds = socketFdCount();
+    for (const e of this.emitters) e.count = e.emitter.listenerCount(e.event);
   }
 
   leaks(): Leaks {
@@ -117,7 +147,11 @@ export class LeakProbe {
       resources.set(t.kind, (resources.get(t.kind) ?? 0) + 1);
       sites.push(t.site);
     }
-    return { resources, sites, socketFds: socketFdCount() - this.fds };
+    const listeners = this.emitters
+      .map((e) => ({ ...e, extra: e.emitter.listenerCount(e.event) - e.count }))
+      .filter((e) => e.extra > 0)
+      .map((e) => `${e.extra} '${e.event}' listener(s) on ${e.name}`);
+    return { resources, sites, listeners, connections: this.accepted.size, socketFds: socketFdCount() - this.fds };
   }
 
   /**

@@ -92,6 +92,28 @@ describe('leak probe', () => {
   });
 });
 
+describe('leak probe, watched emitters and servers', () => {
+  test('counts listeners added to a watched emitter', async () => {
+    const { EventEmitter } = await import('node:events');
+    const bus = new EventEmitter();
+    const probe = new LeakProbe().watchListeners(bus, 'news', 'the bus');
+    const listener = () => {};
+    bus.on('news', listener);
+    expect(describeLeaks(probe.leaks())).toContain("1 'news' listener(s) on the bus");
+    bus.off('news', listener);
+    expect(isClean(probe.leaks())).toBe(true);
+  });
+
+  test('counts the connections a watched server has not closed', async () => {
+    const { port, server } = await listen((s) => s.on('error', () => {}));
+    const probe = new LeakProbe().watchServer(server);
+    const client = await h.connect(port);
+    await eventually(() => expect(probe.leaks().connections).toBe(1), { within: 1000 });
+    client.destroy();
+    await eventually(() => expect(probe.leaks().connections).toBe(0), { within: 1000 });
+  });
+});
+
 describe('crash probe', () => {
   test("captures an 'error' event nobody listens to, as a LessonFailure", async () => {
     const { port } = await listen(); // the server's sockets have no 'error' listener
