@@ -44,7 +44,6 @@ export async function startPresenceServer(options: PresenceOptions = {}): Promis
     // Each client hears the count on its own schedule; the timer is this connection's.
     const ticker = setInterval(() => socket.write(`online ${clients.size}\n`), tickMs);
 
-
     // When the client says goodbye, forget it.
     socket.on('end', () => {
       clearInterval(ticker);

@@ -66,7 +66,10 @@ export default class ProgressReporter implements Reporter {
     if (r.loadErrors.length) {
       lines.push('The lesson\'s tests could not load your code:', ...r.loadErrors.map((e) => `  ${e}`));
     } else {
-      for (const t of r.tests) lines.push(`  ${t.state === 'passed' ? '✓' : '✗'} ${t.title}`);
+      // Every test, and for each failure its one-line summary; the first one in full below.
+      for (const t of r.tests) {
+        lines.push(t.state === 'passed' ? `  ✓ ${t.title}` : `  ✗ ${t.title}${t.errorMessage ? `\n      ${t.errorMessage.split('\n')[0]}` : ''}`);
+      }
       const first = r.tests.find((t) => t.state === 'failed');
       if (first) lines.push('', `First failure: ${first.title}`, '', indent(first.errorMessage ?? '(no message)'));
     }

@@ -46,7 +46,8 @@ export async function startPresenceServer(options: PresenceOptions = {}): Promis
 
     // A reset or a broken pipe arrives as 'error'. Without a listener Node throws it,
     // and one client's bad network takes the whole process down. Node destroys the
-    // socket after 'error', so 'close' follows and does the cleanup.
+    // socket after 'error', so 'close' follows and does the cleanup. (A real server would
+    // log it: ECONNRESET and EPIPE are routine, anything else is worth a look.)
     socket.on('error', () => {});
 
     // 'close' fires exactly once on every path: a clean FIN, a reset, an error, our own

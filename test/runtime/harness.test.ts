@@ -131,6 +131,16 @@ describe('crash probe', () => {
   });
 });
 
+describe('crash probe, rejections', () => {
+  test('captures a rejected promise nobody handles, as a LessonFailure', async () => {
+    void Promise.reject(new Error('nobody caught me'));
+    const failure = await eventually(() => { throw new Error('waiting'); }, { within: 5000 }).catch((err: unknown) => err as Error);
+    expect(failure).toBeInstanceOf(LessonFailure);
+    expect(failure.message).toContain('nobody caught me');
+    expect(failure.message).toContain('unhandled rejection');
+  });
+});
+
 describe('test client', () => {
   test('records frames, lines and how the connection closed', async () => {
     const { port } = await listen((s) => {
