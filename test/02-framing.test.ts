@@ -46,6 +46,20 @@ function decodeChunks(chunks: Buffer[]): Frame[] {
   return frames;
 }
 
+/** One push(), with a throw on good input turned into a teaching failure like decodeChunks. */
+function pushOrFail(decoder: FrameDecoder, chunk: Buffer, what: string): Frame[] {
+  try {
+    return decoder.push(chunk);
+  } catch (err) {
+    if (err instanceof TypeError || err instanceof ReferenceError) throw err; // a slip, not the lesson
+    fail('The decoder threw on well-formed input.', {
+      observed: `push() threw ${(err as Error).name}: ${(err as Error).message}\nwhile being fed ${what}`,
+      expected: 'valid frames decode whatever the chunk sizes',
+      idea: 'a chunk can end anywhere, even inside the 4-byte length: keep what you have until the rest arrives',
+    });
+  }
+}
+
 function sameFrames(actual: Frame[], expected: Array<[number, string]>): boolean {
   return actual.length === expected.length
     && actual.every((f, i) => f.type === expected[i]![0] && f.body.toString() === expected[i]![1]);
@@ -117,6 +131,24 @@ describe('a byte stream, not messages', () => {
         idea: 'a chunk may end inside the 4-byte length: collect all 4 bytes before reading it',
       });
     }
+  });
+
+  test('bufferedBytes counts a partial header', () => {
+    const decoder = new FrameDecoder();
+    const held = (): number => decoder.bufferedBytes; // read afresh each time (a getter)
+    const bytes = encodeFrame(FrameType.DATA, 'partial');
+    pushOrFail(decoder, bytes.subarray(0, 2), 'the first 2 bytes of a 4-byte header');
+    check(held() === 2, 'bufferedBytes does not count header bytes.', {
+      observed: `after 2 bytes of a frame's header, bufferedBytes is ${held()}`,
+      expected: '2: the decoder holds 2 bytes of a frame that is not complete yet',
+      idea: 'a frame is in progress from its first byte, header included (lesson 03 starts its frame deadline on it)',
+    });
+    const frames = pushOrFail(decoder, bytes.subarray(2), `the other ${bytes.length - 2} bytes of the frame`);
+    check(sameFrames(frames, [[FrameType.DATA, 'partial']]) && held() === 0, 'The rest of the frame did not complete it.', {
+      observed: `${show(frames)}; bufferedBytes is then ${held()}`,
+      expected: 'DATA "partial", and bufferedBytes 0: nothing is held once the frame is whole',
+      idea: 'bufferedBytes counts what is held of an incomplete frame, and only that',
+    });
   });
 
   test('frames that arrive together all decode', () => {
@@ -194,6 +226,28 @@ describe('a byte stream, not messages', () => {
     });
   });
 
+  test('a length of 0 is refused', () => {
+    const decoder = new FrameDecoder();
+    let frames: Frame[] = [];
+    let error: Error | undefined;
+    try {
+      frames = decoder.push(Buffer.alloc(HEADER_BYTES)); // the length 0, nothing else
+    } catch (err) {
+      if (err instanceof TypeError || err instanceof ReferenceError) throw err; // a slip, not the lesson
+      error = err as Error;
+    }
+    check(error !== undefined, 'A frame length of 0 was accepted.', {
+      observed: `push(<00000000>) ${frames.length ? `returned ${frames.length} frame(s), the first of type ${String(frames[0]!.type)}` : 'returned no frame and threw nothing'}`,
+      expected: 'push() throws: a length of 0 cannot be a frame (lessons/PROTOCOL.md)',
+      idea: 'the length is the peer\'s claim: check it is one a valid frame can have before using it',
+    });
+    check(!/exceeds/i.test(error!.message), 'A length of 0 was refused with a false reason.', {
+      observed: `push() threw ${error!.name}: ${error!.message}`,
+      expected: 'a message that says what is wrong: a frame holds at least its type byte',
+      idea: 'the refusal goes to the peer in an ERROR frame: it must say what was really wrong',
+    });
+  });
+
   test('an oversize length is refused before anything is allocated', async () => {
     const server = h.track(await startEchoServer());
     const client = await h.connect(server.port);
@@ -208,7 +262,7 @@ describe('a byte stream, not messages', () => {
     await eventually(() => {
       const grown = process.memoryUsage().arrayBuffers - before;
       check(grown < 64 * 1024 * 1024, 'The decoder allocated what the peer claimed.', {
-        observed: `after a 5-byte header claiming a ${claimed / 2 ** 20} MiB frame, Buffer memory grew by ${Math.round(grown / 2 ** 20)} MiB`,
+        observed: `after a 4-byte length claiming ${claimed / 2 ** 20} MiB and a type byte, Buffer memory grew by ${Math.round(grown / 2 ** 20)} MiB`,
         expected: `a refusal: the maximum frame is ${MAX_FRAME_BYTES / 2 ** 20} MiB, checked before allocating`,
         idea: 'a length prefix is a claim by the peer: check it against your maximum before it costs you memory',
       });
@@ -218,5 +272,11 @@ describe('a byte stream, not messages', () => {
         idea: 'once framing is lost the stream cannot be resynchronised: refuse, say why, and hang up',
       });
     }, { within: REPLY_MS });
+    const refusal = client.frames.find((f) => f.type === FrameType.ERROR);
+    check(refusal !== undefined && refusal.body.toString().startsWith('PROTOCOL'), 'The server hung up without saying why.', {
+      observed: `before the close the server sent ${show(client.frames)}`,
+      expected: 'an ERROR frame "PROTOCOL ...", then the close',
+      idea: 'a peer that broke the protocol should learn what it did wrong: one ERROR frame, then hang up',
+    });
   });
 });

@@ -166,6 +166,41 @@ describe('baseline: a request/response server with budgets', () => {
     });
   });
 
+  test('a frame completed within frameMs leaves the connection open', async () => {
+    const FRAME = 150;
+    const logs: string[] = [];
+    const t0 = performance.now();
+    const { work } = downstream(() => 0);
+    const server = await start({ work, frameMs: FRAME, idleMs: 2000, log: (line) => logs.push(`${ms(performance.now() - t0)}: ${line}`) });
+    const client = await h.connect(server.port);
+    const closed = closeTime(client);
+    // The frame arrives in two pieces, so its first piece starts the frame deadline; the
+    // second one completes it well within frameMs.
+    const bytes = encode(FrameType.DATA, request(1000, 'quick'));
+    const firstAt = performance.now();
+    await client.write(bytes.subarray(0, 6));
+    await sleep(10);
+    await client.write(bytes.subarray(6));
+    const gap = performance.now() - firstAt;
+    await client.waitForFrames(1, 'the reply to a frame sent in two pieces 10 ms apart');
+    const repliedAt = performance.now();
+    // Now wait past the frame deadline of that (long complete) frame. Nothing may end the
+    // connection: no frame is in progress, and idleMs is 2 s.
+    await sleep(FRAME + 100);
+    check(!client.closed && !client.ended, 'A connection was closed after its frame had arrived in time.', {
+      observed: `the frame was complete ${ms(gap)} after its first byte and answered; ${closed.at !== undefined ? `the connection closed ${ms(closed.at - repliedAt)} after the reply` : 'the server sent FIN'} (frameMs ${FRAME}, idleMs 2000)${client.frames.length > 1 ? `; the server sent ${client.frames.slice(1).map(describeFrame).join(', ')}` : ''}.\nThe server logged: ${logs.length ? logs.join('; ') : 'nothing'}`,
+      expected: 'the connection stays open: a frame that completed stops its deadline',
+      idea: 'the frame deadline runs from a frame\'s first byte to its last: clear its timer when the frame completes',
+    });
+    client.send(FrameType.DATA, request(1000, 'again'));
+    const replies = await client.waitForFrames(2, 'the reply to a second request on the same connection');
+    check(replies[1]!.type === FrameType.DATA && replies[1]!.body.toString() === 'done again', 'The connection stopped answering after a frame that arrived in time.', {
+      observed: `second reply ${describeFrame(replies[1]!)}`,
+      expected: 'DATA "done again"',
+      idea: 'a healthy connection keeps being served after each frame completes',
+    });
+  });
+
   test('stop() aborts the work in flight', async () => {
     const { work, calls } = downstream(() => 1000);
     const server = await start({ work });
@@ -215,6 +250,12 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
       observed: `closed ${ms(idleFor)} after our request (idleMs ${IDLE})`,
       expected: `no sooner than ${IDLE} ms after the last byte`,
       idea: 'idle means nothing happened for the whole period',
+    });
+    const why = client.frames.slice(1);
+    check(why.some((f) => f.type === FrameType.ERROR && f.body.toString().startsWith('TIMEOUT idle')), 'The server hung up on an idle connection without saying why.', {
+      observed: `after the reply, the server sent ${why.length ? why.map(describeFrame).join(', ') : 'nothing'} before closing`,
+      expected: `ERROR "TIMEOUT idle for ${IDLE} ms", then the close`,
+      idea: 'a client that is told why it was dropped can tell a timeout from a crash',
     });
   });
 
@@ -337,12 +378,13 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
     client.send(FrameType.DATA, request(BUDGET, 'next'));
     await client.waitForFrames(2, 'two replies');
     const [first, second] = calls;
-    const waited = second && first ? second.startedAt - first.startedAt : NaN;
+    // Whole ms, rounded up: the bound below is then exact arithmetic on the numbers shown.
+    const waited = second && first ? Math.ceil(second.startedAt - first.startedAt) : NaN;
     // A little slack: the second request may arrive a few ms after the first one started.
-    const most = Math.floor(BUDGET - waited) + 20;
+    const most = BUDGET - waited + 20;
     check(second !== undefined && second.budgetMs <= most, 'A request that waited in line was not charged for the wait.', {
-      observed: `the second request (budget ${BUDGET} ms) waited ${ms(waited)} behind the first; the downstream was given ${second?.budgetMs} ms`,
-      expected: `at most about ${most} ms: the budget runs from the moment the request arrived`,
+      observed: `the second request (budget ${BUDGET} ms) waited ${waited} ms behind the first; the downstream was given ${second?.budgetMs} ms`,
+      expected: `at most ${most} ms (the ${BUDGET} ms budget - ${waited} ms already waited + 20 ms slack): the budget runs from the moment the request arrived`,
       idea: 'a budget is relative to when it was received; time spent queued is spent',
     });
   });

@@ -19,6 +19,18 @@ const BODY_BYTES = 64 * 1024;
 const FRAME_BYTES = encode(FrameType.DATA, Buffer.alloc(BODY_BYTES)).length;
 
 const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
+const kib = (bytes: number) => `${Math.round(bytes / 1024)} KiB`;
+
+/**
+ * Where a paused client's bytes are: queued in user space, and whether that is past the
+ * socket's high-water mark (write() returns false: the kernel's buffers for it are full).
+ */
+function backlog(c: HubConnection): string {
+  const hwm = kib(c.socket.writableHighWaterMark);
+  return c.socket.writableNeedDrain
+    ? `${mb(queued(c))} queued in user space (past the socket's ${hwm} high-water mark, so write() returns false) while the kernel's ~4 MB of buffers for it are full`
+    : `${mb(queued(c))} queued in user space, under the socket's ${hwm} high-water mark`;
+}
 const show = (frames: Frame[]) => (frames.length ? frames.map(describeFrame).join(', ') : 'no frames');
 
 async function start(options: HubOptions = {}): Promise<Hub> {
@@ -56,6 +68,13 @@ async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boo
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Follows a promise without letting it reject unhandled: `state()` says where it is. */
+function follow(promise: Promise<unknown>) {
+  let state: 'pending' | 'resolved' | 'rejected' = 'pending';
+  promise.then(() => (state = 'resolved'), () => (state = 'rejected'));
+  return { state: () => state };
 }
 
 /** What the client made of the bytes: its frames, then whatever did not decode. */
@@ -153,7 +172,7 @@ async function publishNumbered(hub: Hub, count: number, fast: BulkClient[], slow
     const returned = await settlesWithin(hub.publish(FrameType.DATA, numbered(seq)), 250);
     if (!returned) {
       fail(`publish() of frame ${seq + 1} of ${count} had not returned after 250 ms.`, {
-        observed: `the fast clients had received [${fast.map((c) => c.frames).join(', ')}] frames; the paused client had ${mb(queued(slow))} waiting for it and ${slow.socket.writableNeedDrain ? 'a full socket buffer' : 'room in its socket buffer'}`,
+        observed: `the fast clients had received [${fast.map((c) => c.frames).join(', ')}] frames; the paused client had ${backlog(slow)}`,
         expected: "publish() hands the frame to every client's queue and returns; the fast clients keep receiving",
         idea: "a broadcast that waits for each client's 'drain' in turn runs at the pace of the slowest client, and a paused client stops it for everyone",
       });
@@ -287,6 +306,42 @@ describe('baseline: the hub delivers', () => {
       expected: '0',
       idea: "a connection removes itself from the registry on 'close' (lesson 01)",
     }), { within: 500 });
+  });
+
+  test('senders waiting on a connection are answered when it closes', async () => {
+    const hub = await start();
+    const client = await h.connect(hub.port);
+    const conn = await connectionOf(hub, client.port);
+    // A's source stalls: whatever is sent after A waits behind it.
+    const body = gate();
+    h.defer(() => body.open());
+    const a = follow(hub.stream(conn.id, FrameType.DATA, 10, gatedBody(body.opened, ['0123456789'])));
+    await nextTurn();
+    const b = follow(hub.stream(conn.id, FrameType.DATA, 5, gatedBody(Promise.resolve(), ['later'])));
+    const d = follow(conn.writer.drained());
+    // The client goes away while A's source is still stalled.
+    client.reset();
+    await eventually(() => check(!hub.connections.has(conn.id), 'The hub still lists a client that reset.', {
+      observed: `${hub.connections.size} connection(s) after the only client reset`,
+      expected: '0',
+      idea: "a connection removes itself from the registry on 'close' (lesson 01)",
+    }), { within: 1000 });
+    await eventually(() => {
+      check(b.state() !== 'pending' && d.state() !== 'pending', 'A sender still waits on a connection that closed.', () => ({
+        observed: `the connection closed; the stream() sent after the stalled one is ${b.state()}, drained() is ${d.state()}`,
+        expected: 'both settled: the stream() rejected (its frame will never be sent) or resolved if it was, drained() resolved',
+        idea: "a writer that queues owes every sender an answer: on 'close', settle what is still queued, or its senders wait for ever",
+      }));
+    }, { within: 1000 });
+    // The stalled source finally moves: the frame it was part of cannot be finished.
+    body.open();
+    await eventually(() => {
+      check(a.state() === 'rejected', 'A streamed frame cut off by the close was reported as sent.', () => ({
+        observed: `stream() is ${a.state()} after its source moved on a closed connection`,
+        expected: 'rejected: the connection closed before its body was written',
+        idea: 'a frame is sent whole or not at all; a sender must hear which',
+      }));
+    }, { within: 1000 });
   });
 
   test('a reading client receives a long run of large frames whole and in order', async () => {
@@ -423,6 +478,36 @@ describe('bounded memory: a client that stops reading', () => {
       idea: 'the slow-consumer policy applies to broadcasts too: the bound is per connection, whoever sends',
     });
   });
+
+  test('a streamed frame offered to a client already maxQueuedBytes behind is refused whole', async () => {
+    const hub = await start({ maxQueuedBytes: BOUND });
+    const slow = await bulkClient(hub.port, { paused: true });
+    const conn = await connectionOf(hub, slow.port);
+    // Fill what may wait for the paused client up to the bound, exactly, without passing it.
+    let seq = 0;
+    for (; seq < 256 && conn.writer.queuedBytes + FRAME_BYTES <= BOUND && !conn.socket.destroyed; seq++) {
+      hub.send(conn.id, FrameType.DATA, numbered(seq));
+      await nextTurn();
+    }
+    const room = BOUND - conn.writer.queuedBytes;
+    if (room >= 5) hub.send(conn.id, FrameType.DATA, Buffer.alloc(room - 5));
+    const before = conn.writer.queuedBytes;
+    const disconnectedBefore = hub.slowConsumersDisconnected;
+    // Then a streamed frame: its source is only read if the writer accepted the frame.
+    let pulled = false;
+    async function* source() {
+      pulled = true;
+      yield Buffer.from('a snapshot');
+    }
+    const streaming = hub.stream(conn.id, FrameType.DATA, 10, source());
+    const s = follow(streaming);
+    await settlesWithin(streaming.catch(() => {}), 300);
+    check(s.state() === 'rejected' && !pulled && hub.slowConsumersDisconnected === disconnectedBefore + 1, 'A streamed frame went past the bound.', () => ({
+      observed: `with ${mb(before)} already waiting for a client that reads nothing (${seq} frames sent to it), stream() ${s.state() === 'pending' ? 'was still pending after 300 ms (accepted, and queued)' : s.state()}, its source was ${pulled ? 'read' : 'never read'}, and the slow-consumer policy ran ${hub.slowConsumersDisconnected - disconnectedBefore} time(s)`,
+      expected: `stream() rejected at once, its source never read, and onOverflow called: ${mb(BOUND)} (maxQueuedBytes) was already waiting`,
+      idea: "the bound applies to every way of sending: stream() checks it like sendFrame(), before any byte of the frame is accepted, and a frame that does not fit is refused whole",
+    }));
+  });
 });
 
 describe('a broadcast never waits for the slowest client', () => {
@@ -438,7 +523,7 @@ describe('a broadcast never waits for the slowest client', () => {
     await publishNumbered(hub, 160, fast, slowConn);
     await expectEverything(fast, 160);
     check(hub.connections.has(slowConn.id) && slowConn.socket.writableNeedDrain, 'The paused client was not left with a full buffer.', {
-      observed: `the paused client is ${hub.connections.has(slowConn.id) ? 'connected' : 'gone'}; ${mb(queued(slowConn))} waiting for it; socket buffer ${slowConn.socket.writableNeedDrain ? 'full' : 'not full'}`,
+      observed: `the paused client is ${hub.connections.has(slowConn.id) ? 'connected' : 'gone'}, with ${backlog(slowConn)}`,
       expected: 'still connected (it is under maxQueuedBytes), with frames waiting for it',
       idea: 'a slow client under the bound keeps its place; its frames wait in its own queue',
     });

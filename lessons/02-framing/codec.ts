@@ -26,6 +26,14 @@ export class FrameTooLargeError extends Error {
   }
 }
 
+/** The peer announced a frame of length 0: a frame holds at least its type byte. */
+export class EmptyFrameError extends Error {
+  constructor() {
+    super('frame length 0: a frame holds at least its type byte');
+    this.name = 'EmptyFrameError';
+  }
+}
+
 export class FrameDecoder {
   // The frame being filled. It is allocated once its length is known, so even a big frame
   // is copied only once.

@@ -34,7 +34,7 @@ export interface JournalOptions {
    * server is shutting down and the write should finish as fast as it can.
    */
   persist?: (entry: Entry, signal: AbortSignal) => Promise<void>;
-  /** How long stop() lets connections finish before it hangs up on the rest. */
+  /** How long stop() lets connections finish before it hangs up on the rest, in ms. Default: 10 000 (as main.ts's GRACE_MS). */
   graceMs?: number;
   /** With onStats: how often to report. */
   statsMs?: number;

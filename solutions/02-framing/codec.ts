@@ -26,6 +26,14 @@ export class FrameTooLargeError extends Error {
   }
 }
 
+/** The peer announced a frame of length 0: a frame holds at least its type byte. */
+export class EmptyFrameError extends Error {
+  constructor() {
+    super('frame length 0: a frame holds at least its type byte');
+    this.name = 'EmptyFrameError';
+  }
+}
+
 export class FrameDecoder {
   // The length prefix, gathered across chunks when it arrives in pieces.
   private header = Buffer.alloc(HEADER_BYTES);
@@ -44,8 +52,8 @@ export class FrameDecoder {
 
   /**
    * Feeds bytes in; returns every frame they complete, in order. Throws FrameTooLargeError
-   * as soon as a header announces more than the maximum (or nothing at all), before
-   * allocating or waiting for the body.
+   * as soon as a header announces more than the maximum, or EmptyFrameError for a length
+   * of 0, before allocating or waiting for the body.
    */
   push(chunk: Buffer): Frame[] {
     const frames: Frame[] = [];
@@ -60,7 +68,8 @@ export class FrameDecoder {
         const length = this.header.readUInt32BE(0);
         this.headerFilled = 0;
         // The length is the peer's claim: check it before it costs us any memory.
-        if (length === 0 || length > this.maxFrameBytes) throw new FrameTooLargeError(length, this.maxFrameBytes);
+        if (length === 0) throw new EmptyFrameError();
+        if (length > this.maxFrameBytes) throw new FrameTooLargeError(length, this.maxFrameBytes);
         this.frame = Buffer.alloc(length);
       }
       const used = chunk.copy(this.frame, this.filled);

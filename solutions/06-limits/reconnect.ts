@@ -6,11 +6,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { encodeFrame, FrameDecoder, FrameType, type Frame } from '../02-framing/codec.ts';
 
 export interface BackoffOptions {
-  /** The first wait's ceiling, in ms. */
+  /** The first wait's ceiling, in ms. Default: 100. */
   baseMs?: number;
-  /** No wait is ever longer than this, in ms. */
+  /** No wait is ever longer than this, in ms. Default: 10 000. */
   capMs?: number;
-  /** A connection that stays up this long proves the server is back: the next outage starts from the first step. */
+  /** A connection that stays up this long, in ms, proves the server is back: the next outage starts from the first step. Default: 5000. */
   healthyMs?: number;
   /** Uniform in [0, 1): Math.random by default. */
   random?: () => number;

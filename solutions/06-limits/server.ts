@@ -16,17 +16,17 @@ export interface LimitedServerOptions {
   port?: number;
   /** Connections served at once. Default: what the open-file limit affords (fd-limit.ts). */
   maxConnections?: number;
-  /** Requests worked on at once. */
+  /** Requests worked on at once. Default: 64. */
   maxInFlight?: number;
-  /** Requests that may wait for a free slot. */
+  /** Requests that may wait for a free slot; past it, a request is answered BUSY at once. Default: 256. */
   maxQueued?: number;
-  /** How long a request may wait for a slot, in ms. */
+  /** How long a request may wait for a slot before it is answered BUSY, in ms. Default: 1000. */
   queueTimeoutMs?: number;
   /** New connections one client IP may open in a burst... */
   connectBurst?: number;
-  /** ...and how fast that allowance comes back, per second. */
+  /** ...and how fast that allowance comes back, per second. Defaults: a burst of 20, then 5 per second. */
   connectPerSecond?: number;
-  /** How long a refused client has to read BUSY and leave before we drop it, in ms. */
+  /** How long a refused client has to read BUSY and leave before we drop it, in ms. Default: 1000. */
   refuseGraceMs?: number;
   /** The work behind a request. It should stop when `signal` fires (the client left). */
   handler?: (body: Buffer, signal: AbortSignal) => Promise<Buffer | string>;

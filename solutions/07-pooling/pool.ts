@@ -17,15 +17,19 @@ export interface PoolOptions {
   port: number;
   /** The upstream's address. */
   host?: string;
-  /** Most connections open at once, idle and lent together. */
+  /** Most connections open at once, idle, lent and still connecting together. Default: 10. */
   max?: number;
-  /** How long acquire() may take in all, waiting and connecting, before it gives up. */
+  /** How long acquire() may take in all, waiting and connecting, before it gives up, in ms. Default: 5000. */
   acquireTimeoutMs?: number;
-  /** Most acquire() calls waiting for a connection at once. */
+  /** Most acquire() calls waiting for a connection at once; past it, PoolBusyError at once. Default: 100. */
   maxWaiting?: number;
-  /** An idle connection unused for this long is closed. */
+  /**
+   * An idle connection unused for this long, in ms, is closed. Default: 30 000. An unref'd
+   * evictor checks every idleTimeoutMs / 2 (at least every 10 ms), so an idle connection
+   * closes between idleTimeoutMs and 1.5 x idleTimeoutMs after its last use.
+   */
   idleTimeoutMs?: number;
-  /** A lease held longer than this is reported by leaks(). */
+  /** A lease held longer than this, in ms, is reported by leaks(). Default: 10 000. */
   leakThresholdMs?: number;
 }
 
