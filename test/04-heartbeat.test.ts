@@ -26,8 +26,8 @@ const ms = (n: number) => `${Math.round(n)} ms`;
 const since = (t: number) => performance.now() - t;
 const ago = (n: number) => (n < 1 ? 'less than 1 ms' : ms(n));
 
-async function startServer() {
-  return h.track(await startHeartbeatServer({ intervalMs: INTERVAL }));
+async function startServer(windowMs?: number) {
+  return h.track(await startHeartbeatServer({ intervalMs: INTERVAL, ...(windowMs ? { windowMs } : {}) }));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -421,7 +421,9 @@ describe('noticing a dead peer: the server', () => {
   });
 
   test('a client that resets has its pinger stopped', async () => {
-    const server = await startServer();
+    // A long window: this test is about the reset path, and the heartbeat must not get to
+    // drop the client first if the machine stalls for a window.
+    const server = await startServer(40 * INTERVAL);
     const probe = new LeakProbe();
     const t0 = performance.now();
     const peer = await connectPeer(server.port);
