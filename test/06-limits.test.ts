@@ -10,7 +10,7 @@ import { AcquireTimeoutError, QueueFullError, Semaphore, type Release } from '#t
 import { TokenBucket } from '#target/06-limits/token-bucket.ts';
 import { Backoff, backoffDelay, keepConnected } from '#target/06-limits/reconnect.ts';
 import { connectionBudget, readConnectionBudget, softOpenFileLimit } from '#target/06-limits/fd-limit.ts';
-import { check, describeFrame, encode, eventually, FrameType, gate, useHarness, type TestClient } from '../runtime/harness/index.ts';
+import { check, createRandom, describeFrame, encode, eventually, FrameType, gate, useHarness, type TestClient } from '../runtime/harness/index.ts';
 
 const h = useHarness('06');
 
@@ -43,18 +43,6 @@ function heldWork() {
 const frameList = (c: TestClient) => (c.frames.length ? c.frames.map(describeFrame).join(', ') : 'no frame');
 const busy = (c: TestClient) => c.frames.filter((f) => f.type === FrameType.BUSY).length;
 const data = (c: TestClient) => c.frames.filter((f) => f.type === FrameType.DATA).length;
-
-/** A deterministic uniform source in [0, 1) (mulberry32), so statistics never flake. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Settles `p` or reports it still pending after `ms` (a promise that never settles is the bug to report). */
 async function settledWithin<T>(p: Promise<T>, ms: number): Promise<{ done: true; value: T } | { done: true; error: unknown } | { done: false }> {
@@ -249,7 +237,7 @@ describe('baseline: the building blocks', () => {
   });
 
   test('backoff delays grow exponentially on average', () => {
-    const random = seeded(1);
+    const random = createRandom(1);
     const mean = (attempt: number, capMs: number) => {
       let sum = 0;
       for (let i = 0; i < 4000; i++) sum += backoffDelay(attempt, { baseMs: 10, capMs, random });
@@ -528,7 +516,7 @@ describe('clients back off: capped, exponential, full jitter', () => {
   });
 
   test('a herd of clients spreads its retries over the whole window (full jitter)', () => {
-    const random = seeded(42);
+    const random = createRandom(42);
     const ceiling = 100 * 2 ** 6; // the 7th attempt of a client with baseMs 100: 6400 ms
     const delays = Array.from({ length: 1000 }, () => backoffDelay(6, { baseMs: 100, capMs: 10_000, random }));
     const bins = Array.from({ length: 10 }, () => 0);

@@ -6,4 +6,4 @@ export { check, fail, LessonFailure, type Lesson } from './teach.ts';
 export { LeakProbe, describeLeaks, isClean, socketFdCount } from '../probes/leaks.ts';
 export { takeCrash } from '../probes/crash.ts';
 export * from '../protocol.ts';
-export { startFaultProxy, withTimeline, type FaultProxy, type FaultSpec, type Fault } from '../faults/proxy.ts';
+export { createRandom, startFaultProxy, withTimeline, type FaultProxy, type FaultSpec, type Fault } from '../faults/proxy.ts';
