@@ -7,7 +7,7 @@ import net from 'node:net';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { startHub, type Hub, type HubConnection, type HubOptions } from '#target/05-single-writer/hub.ts';
 import {
-  check, describeFrame, encode, eventually, fail, FrameType, gate, ReferenceDecoder, useHarness, type Frame, type TestClient,
+  check, describeFrame, encode, eventually, fail, FrameType, gate, ReferenceDecoder, settleWithin, useHarness, watchPromise, type Frame, type TestClient,
 } from '../runtime/harness/index.ts';
 
 const h = useHarness('05');
@@ -57,24 +57,6 @@ const queued = (c: HubConnection) => Math.max(c.writer.queuedBytes, c.socket.wri
 async function* gatedBody(opened: Promise<void>, parts: string[]): AsyncGenerator<Buffer> {
   await opened;
   for (const part of parts) yield Buffer.from(part);
-}
-
-/** Resolves with true if `promise` settles within `ms`, false if not. */
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
-  try {
-    return await Promise.race([promise.then(() => true), late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Follows a promise without letting it reject unhandled: `state()` says where it is. */
-function follow(promise: Promise<unknown>) {
-  let state: 'pending' | 'resolved' | 'rejected' = 'pending';
-  promise.then(() => (state = 'resolved'), () => (state = 'rejected'));
-  return { state: () => state };
 }
 
 /** What the client made of the bytes: its frames, then whatever did not decode. */
@@ -169,7 +151,7 @@ function numbered(seq: number): Buffer {
  */
 async function publishNumbered(hub: Hub, count: number, fast: BulkClient[], slow: HubConnection): Promise<void> {
   for (let seq = 0; seq < count; seq++) {
-    const returned = await settlesWithin(hub.publish(FrameType.DATA, numbered(seq)), 250);
+    const returned = 'value' in (await settleWithin(hub.publish(FrameType.DATA, numbered(seq)), 250));
     if (!returned) {
       fail(`publish() of frame ${seq + 1} of ${count} had not returned after 250 ms.`, {
         observed: `the fast clients had received [${fast.map((c) => c.frames).join(', ')}] frames; the paused client had ${backlog(slow)}`,
@@ -315,10 +297,10 @@ describe('baseline: the hub delivers', () => {
     // A's source stalls: whatever is sent after A waits behind it.
     const body = gate();
     h.defer(() => body.open());
-    const a = follow(hub.stream(conn.id, FrameType.DATA, 10, gatedBody(body.opened, ['0123456789'])));
+    const a = watchPromise(hub.stream(conn.id, FrameType.DATA, 10, gatedBody(body.opened, ['0123456789'])));
     await nextTurn();
-    const b = follow(hub.stream(conn.id, FrameType.DATA, 5, gatedBody(Promise.resolve(), ['later'])));
-    const d = follow(conn.writer.drained());
+    const b = watchPromise(hub.stream(conn.id, FrameType.DATA, 5, gatedBody(Promise.resolve(), ['later'])));
+    const d = watchPromise(conn.writer.drained());
     // The client goes away while A's source is still stalled.
     client.reset();
     await eventually(() => check(!hub.connections.has(conn.id), 'The hub still lists a client that reset.', {
@@ -327,8 +309,8 @@ describe('baseline: the hub delivers', () => {
       idea: "a connection removes itself from the registry on 'close' (lesson 01)",
     }), { within: 1000 });
     await eventually(() => {
-      check(b.state() !== 'pending' && d.state() !== 'pending', 'A sender still waits on a connection that closed.', () => ({
-        observed: `the connection closed; the stream() sent after the stalled one is ${b.state()}, drained() is ${d.state()}`,
+      check(b.state !== 'pending' && d.state !== 'pending', 'A sender still waits on a connection that closed.', () => ({
+        observed: `the connection closed; the stream() sent after the stalled one is ${b.state}, drained() is ${d.state}`,
         expected: 'both settled: the stream() rejected (its frame will never be sent) or resolved if it was, drained() resolved',
         idea: "a writer that queues owes every sender an answer: on 'close', settle what is still queued, or its senders wait for ever",
       }));
@@ -336,8 +318,8 @@ describe('baseline: the hub delivers', () => {
     // The stalled source finally moves: the frame it was part of cannot be finished.
     body.open();
     await eventually(() => {
-      check(a.state() === 'rejected', 'A streamed frame cut off by the close was reported as sent.', () => ({
-        observed: `stream() is ${a.state()} after its source moved on a closed connection`,
+      check(a.state === 'rejected', 'A streamed frame cut off by the close was reported as sent.', () => ({
+        observed: `stream() is ${a.state} after its source moved on a closed connection`,
         expected: 'rejected: the connection closed before its body was written',
         idea: 'a frame is sent whole or not at all; a sender must hear which',
       }));
@@ -369,7 +351,7 @@ describe('one frame at a time: a single writer per connection', () => {
     hub.send(conn.id, FrameType.DATA, bodyB);
     await nextTurn();
     body.open();
-    check(await settlesWithin(a, 1000), 'The streamed frame was never finished.', {
+    check('value' in (await settleWithin(a, 1000)), 'The streamed frame was never finished.', {
       observed: 'stream() had not resolved 1000 ms after its body became available',
       expected: 'A is written as soon as its body arrives',
       idea: 'the writer finishes the frame it started before it starts another',
@@ -407,7 +389,7 @@ describe('one frame at a time: a single writer per connection', () => {
       g.open();
       await nextTurn();
     }
-    check(await settlesWithin(Promise.all(streams), 1000), 'The streamed frames were never finished.', {
+    check('value' in (await settleWithin(Promise.all(streams), 1000)), 'The streamed frames were never finished.', {
       observed: 'stream() had not resolved 1000 ms after every body became available',
       expected: 'every streamed frame written once its body arrives',
       idea: 'the writer finishes each frame it starts',
@@ -500,10 +482,10 @@ describe('bounded memory: a client that stops reading', () => {
       yield Buffer.from('a snapshot');
     }
     const streaming = hub.stream(conn.id, FrameType.DATA, 10, source());
-    const s = follow(streaming);
-    await settlesWithin(streaming.catch(() => {}), 300);
-    check(s.state() === 'rejected' && !pulled && hub.slowConsumersDisconnected === disconnectedBefore + 1, 'A streamed frame went past the bound.', () => ({
-      observed: `with ${mb(before)} already waiting for a client that reads nothing (${seq} frames sent to it), stream() ${s.state() === 'pending' ? 'was still pending after 300 ms (accepted, and queued)' : s.state()}, its source was ${pulled ? 'read' : 'never read'}, and the slow-consumer policy ran ${hub.slowConsumersDisconnected - disconnectedBefore} time(s)`,
+    const s = watchPromise(streaming);
+    await settleWithin(streaming, 300);
+    check(s.state === 'rejected' && !pulled && hub.slowConsumersDisconnected === disconnectedBefore + 1, 'A streamed frame went past the bound.', () => ({
+      observed: `with ${mb(before)} already waiting for a client that reads nothing (${seq} frames sent to it), stream() ${s.state === 'pending' ? 'was still pending after 300 ms (accepted, and queued)' : s.state}, its source was ${pulled ? 'read' : 'never read'}, and the slow-consumer policy ran ${hub.slowConsumersDisconnected - disconnectedBefore} time(s)`,
       expected: `stream() rejected at once, its source never read, and onOverflow called: ${mb(BOUND)} (maxQueuedBytes) was already waiting`,
       idea: "the bound applies to every way of sending: stream() checks it like sendFrame(), before any byte of the frame is accepted, and a frame that does not fit is refused whole",
     }));

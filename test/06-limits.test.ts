@@ -10,7 +10,7 @@ import { AcquireTimeoutError, QueueFullError, Semaphore, type Release } from '#t
 import { TokenBucket } from '#target/06-limits/token-bucket.ts';
 import { Backoff, backoffDelay, keepConnected } from '#target/06-limits/reconnect.ts';
 import { connectionBudget, readConnectionBudget, softOpenFileLimit } from '#target/06-limits/fd-limit.ts';
-import { check, createRandom, describeFrame, encode, eventually, FrameType, gate, useHarness, type TestClient } from '../runtime/harness/index.ts';
+import { check, createRandom, describeFrame, encode, eventually, FrameType, gate, settleWithin, useHarness, type TestClient } from '../runtime/harness/index.ts';
 
 const h = useHarness('06');
 
@@ -43,17 +43,6 @@ function heldWork() {
 const frameList = (c: TestClient) => (c.frames.length ? c.frames.map(describeFrame).join(', ') : 'no frame');
 const busy = (c: TestClient) => c.frames.filter((f) => f.type === FrameType.BUSY).length;
 const data = (c: TestClient) => c.frames.filter((f) => f.type === FrameType.DATA).length;
-
-/** Settles `p` or reports it still pending after `ms` (a promise that never settles is the bug to report). */
-async function settledWithin<T>(p: Promise<T>, ms: number): Promise<{ done: true; value: T } | { done: true; error: unknown } | { done: false }> {
-  let timer: NodeJS.Timeout | undefined;
-  const pending = new Promise<{ done: false }>((resolve) => (timer = setTimeout(() => resolve({ done: false }), ms)));
-  try {
-    return await Promise.race([p.then((value) => ({ done: true as const, value }), (error: unknown) => ({ done: true as const, error })), pending]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /**
  * A server for the reconnect loop: it accepts every connection, resets the first `resets`
@@ -211,7 +200,7 @@ describe('baseline: the building blocks', () => {
     const held = await sem.acquire();
     const w1 = sem.acquire();
     const w2 = sem.acquire();
-    const outcome = await settledWithin(sem.acquire(), 50);
+    const outcome = await settleWithin(sem.acquire(), 50);
     check(outcome.done && 'error' in outcome && outcome.error instanceof QueueFullError && sem.waiting === 2, 'A caller was queued beyond the bound.', {
       observed: `a third waiter behind a bound of 2: ${!outcome.done ? 'still waiting after 50 ms' : 'error' in outcome ? String(outcome.error) : 'got a permit'}; waiting: ${sem.waiting}`,
       expected: 'an immediate QueueFullError, and still 2 waiting',
@@ -226,7 +215,7 @@ describe('baseline: the building blocks', () => {
     const sem = new Semaphore(1);
     const held = await sem.acquire();
     const t0 = performance.now();
-    const outcome = await settledWithin(sem.acquire({ timeoutMs: 60 }), 1000);
+    const outcome = await settleWithin(sem.acquire({ timeoutMs: 60 }), 1000);
     const elapsed = performance.now() - t0;
     held();
     check(outcome.done && 'error' in outcome && outcome.error instanceof AcquireTimeoutError && elapsed >= 58, 'A time-limited acquire did not time out.', {
@@ -407,10 +396,10 @@ describe('in-flight work is bounded', () => {
     const gaveUp = sem.acquire({ signal: quitter.signal });
     const patient = sem.acquire();
     quitter.abort(new Error('client gone'));
-    const aborted = await settledWithin(gaveUp, 100);
+    const aborted = await settleWithin(gaveUp, 100);
     const waitingAfter = sem.waiting;
     held();
-    const next = await settledWithin(patient, 100);
+    const next = await settleWithin(patient, 100);
     check(aborted.done && 'error' in aborted && waitingAfter === 1 && next.done && 'value' in next, 'A waiter that gave up still holds a place in the queue.', {
       observed: `after the first of 2 waiters aborted: it ${aborted.done ? ('error' in aborted ? 'was rejected' : 'got a permit') : 'was still pending'}; ${waitingAfter} waiting; when the permit was released the patient waiter ${next.done ? 'got it' : 'was still waiting 100 ms later: the permit went to the one that had left, and is lost'}`,
       expected: 'rejected; 1 waiting; the patient waiter gets the permit',

@@ -16,6 +16,8 @@ import {
   LeakProbe,
   ReferenceDecoder,
   useHarness,
+  watchPromise,
+  type Watched,
 } from '../runtime/harness/index.ts';
 
 const h = useHarness('07');
@@ -102,18 +104,7 @@ async function setup(options: Omit<PoolOptions, 'port'> = {}): Promise<{ upstrea
   return { upstream, pool };
 }
 
-/** A promise's outcome, readable without awaiting it (and never an unhandled rejection). */
-function watch<T>(promise: Promise<T>) {
-  const started = performance.now();
-  const state: { settled: boolean; value?: T; error?: Error; afterMs?: number } = { settled: false };
-  promise.then(
-    (value) => Object.assign(state, { settled: true, value, afterMs: performance.now() - started }),
-    (error: Error) => Object.assign(state, { settled: true, error, afterMs: performance.now() - started }),
-  );
-  return state;
-}
-
-const outcome = (w: ReturnType<typeof watch>) =>
+const outcome = (w: Watched<unknown>) =>
   !w.settled ? 'still pending' : w.error ? `rejected with ${w.error.name}: ${w.error.message}` : 'resolved with a connection';
 
 /** Where a leaked lease was taken, as the first stack line that is not the pool's own. */
@@ -164,7 +155,7 @@ describe('baseline: the pool lends and reuses connections', () => {
 
   test('an error reply is a complete exchange: the connection is kept', async () => {
     const { upstream, pool } = await setup();
-    const failed = watch(pool.request('fail'));
+    const failed = watchPromise(pool.request('fail'));
     await eventually(() => {
       check(failed.settled, 'request() never settled after an ERROR reply.', {
         observed: outcome(failed),
@@ -188,7 +179,7 @@ describe('baseline: the pool lends and reuses connections', () => {
   test('a full pool makes acquire() wait for a release', async () => {
     const { pool } = await setup({ max: 1 });
     const held = await pool.acquire();
-    const next = watch(pool.acquire());
+    const next = watchPromise(pool.acquire());
     await eventually(() => {
       check(pool.waiting === 1 && !next.settled, 'acquire() on a full pool did not wait.', {
         observed: `waiting=${pool.waiting}, second acquire ${outcome(next)}`,
@@ -273,8 +264,8 @@ describe('baseline: the pool lends and reuses connections', () => {
     const { upstream, pool } = await setup({ max: 2 });
     const [a, b] = await Promise.all([pool.acquire(), pool.acquire()]);
     a!.release();
-    const drained = watch(pool.drain());
-    const late = watch(pool.acquire());
+    const drained = watchPromise(pool.drain());
+    const late = watchPromise(pool.acquire());
     await eventually(() => {
       check(late.error?.name === 'PoolClosedError' && upstream.open() === 1 && !drained.settled, 'drain() did not start as it should.', {
         observed: `acquire() after drain(): ${outcome(late)}; upstream connections open: ${upstream.open()}; drain() ${drained.settled ? 'already resolved' : 'pending'}`,
@@ -331,7 +322,7 @@ describe('baseline: the pool lends and reuses connections', () => {
 describe('the pool is bounded: in connections, in waiting time, in waiters', () => {
   test('concurrent acquires open at most max connections', async () => {
     const { upstream, pool } = await setup({ max: 3 });
-    const calls = Array.from({ length: 8 }, () => watch(pool.acquire()));
+    const calls = Array.from({ length: 8 }, () => watchPromise(pool.acquire()));
     const served = () => calls.filter((c) => c.value).length;
     // Wait until every call is either served or queued, then count.
     await eventually(() => {
@@ -351,7 +342,7 @@ describe('the pool is bounded: in connections, in waiting time, in waiters', () 
   test('acquire() on a full pool gives up after acquireTimeoutMs', async () => {
     const { pool } = await setup({ max: 1, acquireTimeoutMs: 100 });
     const held = await pool.acquire();
-    const second = watch(pool.acquire());
+    const second = watchPromise(pool.acquire());
     await eventually(() => {
       check(second.settled, 'acquire() on a full pool waited with no end.', {
         observed: `acquire() was ${outcome(second)} 250 ms after it was called, with acquireTimeoutMs=100 and the only connection held`,
@@ -371,7 +362,7 @@ describe('the pool is bounded: in connections, in waiting time, in waiters', () 
     const { pool } = await setup({ max: 1 });
     const held = await pool.acquire();
     const caller = new AbortController();
-    const second = watch(pool.acquire({ signal: caller.signal }));
+    const second = watchPromise(pool.acquire({ signal: caller.signal }));
     await eventually(() => {
       check(pool.waiting === 1, 'acquire() on a full pool did not wait.', {
         observed: `waiting=${pool.waiting}`,
@@ -398,8 +389,8 @@ describe('the pool is bounded: in connections, in waiting time, in waiters', () 
   test('acquire() beyond maxWaiting is refused at once', async () => {
     const { pool } = await setup({ max: 1, maxWaiting: 2 });
     const held = await pool.acquire();
-    const queued = [watch(pool.acquire()), watch(pool.acquire())];
-    const third = watch(pool.acquire());
+    const queued = [watchPromise(pool.acquire()), watchPromise(pool.acquire())];
+    const third = watchPromise(pool.acquire());
     await eventually(() => {
       check(third.error?.name === 'PoolBusyError', 'A caller beyond maxWaiting was queued anyway.', {
         observed: `with max=1 held and maxWaiting=2: ${pool.waiting} callers waiting; the third acquire() ${outcome(third)} after 150 ms`,
@@ -470,7 +461,7 @@ describe('the pool hands out only live connections', () => {
 describe('a lease ends on every path', () => {
   test('a request that gave up gives its connection back', async () => {
     const { pool } = await setup({ max: 2, leakThresholdMs: 1 });
-    const gaveUp = [1, 2].map(() => watch(pool.request('never', { signal: AbortSignal.timeout(50) })));
+    const gaveUp = [1, 2].map(() => watchPromise(pool.request('never', { signal: AbortSignal.timeout(50) })));
     await eventually(() => {
       check(gaveUp.every((g) => g.error?.name === 'TimeoutError'), 'request() did not honour its signal.', {
         observed: `the two requests: ${gaveUp.map(outcome).join(', ')}`,
@@ -485,7 +476,7 @@ describe('a lease ends on every path', () => {
         idea: 'end a lease in catch/finally like any resource; after a failure, destroy() it rather than release() it',
       });
     }, { within: 150 });
-    const after = watch(pool.request('still works', { signal: AbortSignal.timeout(500) }));
+    const after = watchPromise(pool.request('still works', { signal: AbortSignal.timeout(500) }));
     await eventually(() => {
       check(after.value?.toString() === 'still works', 'The pool could not serve a request after two failures.', {
         observed: `request("still works") ${after.value ? `returned ${JSON.stringify(after.value.toString())}` : outcome(after)}`,
@@ -497,7 +488,7 @@ describe('a lease ends on every path', () => {
 
   test('a late reply never reaches the next request', async () => {
     const { pool } = await setup({ max: 1, leakThresholdMs: 1 });
-    const gaveUp = watch(pool.request('slow:150', { signal: AbortSignal.timeout(50) }));
+    const gaveUp = watchPromise(pool.request('slow:150', { signal: AbortSignal.timeout(50) }));
     await eventually(() => {
       check(gaveUp.error?.name === 'TimeoutError', 'request() did not honour its signal.', {
         observed: `request() ${outcome(gaveUp)}`,
@@ -512,7 +503,7 @@ describe('a lease ends on every path', () => {
         idea: 'this test goes one step past the one above: ending the lease is not enough, since release() hands a connection with a reply still on its way to the next borrower; after a failure, destroy() it',
       });
     }, { within: 150 });
-    const next = watch(pool.request('fresh', { signal: AbortSignal.timeout(500) }));
+    const next = watchPromise(pool.request('fresh', { signal: AbortSignal.timeout(500) }));
     await eventually(() => check(next.settled, 'The next request never settled.', {
       observed: `request("fresh") ${outcome(next)}`, expected: 'a reply', idea: 'a request ends, one way or another',
     }), { within: 700 });

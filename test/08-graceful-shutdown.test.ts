@@ -17,6 +17,7 @@ import {
   FrameType,
   gate,
   ReferenceDecoder,
+  settleWithin,
   useHarness,
   type Frame,
   type TestClient,
@@ -63,17 +64,12 @@ function untilShutdown(signal: AbortSignal): Promise<void> {
 }
 
 /**
- * Local helper (a candidate for the harness): races stop() against a deadline, so a stop()
- * that never resolves fails the test with an explanation instead of a timeout.
+ * Races stop() against a deadline, so a stop() that never resolves fails the test with
+ * an explanation instead of a timeout.
  */
 async function stopWithin(server: Journal, ms: number, situation: string): Promise<number> {
   const started = performance.now();
-  let timer: NodeJS.Timeout | undefined;
-  const finished = await Promise.race([
-    server.stop().then(() => true),
-    new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
-  ]);
-  clearTimeout(timer);
+  const finished = (await settleWithin(server.stop(), ms)).done;
   check(finished, `stop() had not resolved ${ms} ms after it was called.`, {
     observed: `${situation}; ${server.connections} connection(s) still open ${ms} ms after stop()`,
     expected: 'stop() resolves by its grace deadline, whatever the clients do',

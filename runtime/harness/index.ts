@@ -2,6 +2,7 @@
 export { useHarness, type Harness, type Stoppable } from './scope.ts';
 export { connect, TestClient, type ConnectOptions } from './client.ts';
 export { eventually, gate } from './eventually.ts';
+export { settleWithin, watchPromise, type Settled, type Watched } from './settle.ts';
 export { check, fail, LessonFailure, type Lesson } from './teach.ts';
 export { LeakProbe, describeLeaks, isClean, socketFdCount } from '../probes/leaks.ts';
 export { takeCrash } from '../probes/crash.ts';

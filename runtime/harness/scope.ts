@@ -5,6 +5,7 @@ import { afterEach, beforeEach } from 'vitest';
 import { armCrashProbe, takeCrash } from '../probes/crash.ts';
 import { describeLeaks, isClean, LeakProbe } from '../probes/leaks.ts';
 import { connect, type ConnectOptions, type TestClient } from './client.ts';
+import { settleWithin } from './settle.ts';
 import { fail, setLesson } from './teach.ts';
 
 export interface Stoppable {
@@ -89,13 +90,7 @@ export function useHarness(lesson: string): Harness {
 }
 
 async function stopWithin(server: Stoppable, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`stop() had not finished ${ms} ms after it was called`)), ms);
-  });
-  try {
-    await Promise.race([server.stop(), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+  const outcome = await settleWithin(server.stop(), ms);
+  if (!outcome.done) throw new Error(`stop() had not finished ${ms} ms after it was called`);
+  if ('error' in outcome) throw outcome.error;
 }

@@ -4,7 +4,7 @@ import { describe, expect, test } from 'vitest';
 import net from 'node:net';
 import { once } from 'node:events';
 import {
-  check, connect, describeLeaks, encode, eventually, FrameType, gate, isClean, LeakProbe, LessonFailure, ReferenceDecoder, useHarness,
+  check, connect, describeLeaks, encode, eventually, FrameType, gate, isClean, LeakProbe, LessonFailure, ReferenceDecoder, settleWithin, useHarness, watchPromise,
 } from '../../runtime/harness/index.ts';
 
 const h = useHarness('runtime');
@@ -56,6 +56,26 @@ describe('eventually and gate', () => {
     g.open(7);
     await waiter;
     expect(order).toEqual(['before', 'opened 7']);
+  });
+});
+
+describe('settleWithin and watchPromise', () => {
+  test('settleWithin says how a promise settled, or that it had not', async () => {
+    expect(await settleWithin(Promise.resolve(7), 100)).toEqual({ done: true, value: 7 });
+    const failed = await settleWithin(Promise.reject(new Error('no')), 100);
+    expect('error' in failed && (failed.error as Error).message).toBe('no');
+    expect(await settleWithin(new Promise(() => {}), 20)).toEqual({ done: false });
+  });
+
+  test('watchPromise follows a promise without awaiting it', async () => {
+    const g = gate<string>();
+    const watched = watchPromise(g.opened);
+    expect(watched.state).toBe('pending');
+    g.open('ok');
+    await g.opened;
+    expect([watched.state, watched.value]).toEqual(['resolved', 'ok']);
+    const rejected = watchPromise(Promise.reject(new Error('late')));
+    await eventually(() => expect(rejected.state).toBe('rejected'), { within: 100 });
   });
 });
 
