@@ -2,8 +2,10 @@
 // own tests. Each lesson project resolves `#target/...` through the workbook's target
 // plugin: lesson NN from WORKBOOK_TARGET, every other lesson from solutions/, so a
 // lesson's failures are its own. The capstone alone runs on the target tree throughout.
+// While verify checks the mistakes catalogs it adds one project per patched tree.
 import { defineConfig } from 'vitest/config';
 import { listLessons } from './runtime/lessons.ts';
+import { readPlan } from './runtime/cli/catalog.ts';
 import { lessonNumber, targetDir } from './runtime/targets/resolve.ts';
 import { workbookTargets } from './runtime/targets/vite-plugin.ts';
 import ProgressReporter from './runtime/reporter/progress.ts';
@@ -13,25 +15,33 @@ const target = targetDir(process.env.WORKBOOK_TARGET);
 // target tree throughout.
 const isolateAll = process.env.WORKBOOK_ISOLATE;
 
+// Inline projects do not inherit the root's test options, so every project gets these.
+const shared = { testTimeout: 10_000, hookTimeout: 10_000 };
+const lessonFiles = (slug: string) => [`test/${slug}.test.ts`, `test/${slug}/**/*.test.ts`];
+
 export default defineConfig({
   test: {
     pool: 'forks',
     // On 2 cores vitest would default to one worker.
     maxWorkers: 2,
-    testTimeout: 10_000,
+    ...shared,
     // The learner's view: progress per lesson and the first failure in full. (npm start
     // and npm run verify pass reporters of their own.)
     reporters: [new ProgressReporter()],
-    hookTimeout: 10_000,
     projects: [
       ...listLessons().map((lesson) => {
         const isolate = isolateAll === 'none' ? undefined : isolateAll ? lessonNumber(isolateAll) : lesson.capstone ? undefined : lesson.nn;
         return {
           plugins: [workbookTargets({ target, isolate })],
-          test: { name: lesson.slug, include: [`test/${lesson.slug}.test.ts`, `test/${lesson.slug}/**/*.test.ts`] },
+          test: { ...shared, name: lesson.slug, include: lessonFiles(lesson.slug) },
         };
       }),
-      { plugins: [workbookTargets({ target })], test: { name: 'runtime', include: ['test/runtime/**/*.test.ts'] } },
+      { plugins: [workbookTargets({ target })], test: { ...shared, name: 'runtime', include: ['test/runtime/**/*.test.ts'] } },
+      // A patched copy of one lesson's solution, judged alone (see runtime/cli/catalog.ts).
+      ...(process.env.WORKBOOK_CATALOG ? readPlan() : []).map((p) => ({
+        plugins: [workbookTargets({ target: p.tree, isolate: p.nn })],
+        test: { ...shared, name: p.project, include: lessonFiles(p.slug) },
+      })),
     ],
   },
 });

@@ -290,7 +290,7 @@ describe('baseline: the pool lends and reuses connections', () => {
     const lease = await pool.acquire();
     lease.release();
     const alive = probe.leaks();
-    check(!alive.resources.has('Timeout'), "An idle pool holds a ref'd timer.", {
+    check(alive.refTimers === 0, "An idle pool holds a ref'd timer.", {
       observed: `with one idle connection, the pool keeps alive: ${describeLeaks(alive)}`,
       expected: "no ref'd timer: the idle evictor is unref'd",
       idea: "a ref'd interval keeps a process alive that has nothing left to do: unref() housekeeping timers",

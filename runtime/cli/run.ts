@@ -2,6 +2,7 @@
 // the suites at a tree, and collect the results.
 import { createVitest, type Reporter } from 'vitest/node';
 import { findLesson, listLessons, type LessonInfo } from '../lessons.ts';
+import { buildTree, judgeEntry, writePlan, type CatalogEntry, type Judgement } from './catalog.ts';
 import { groupByProject, type ProjectResult } from './results.ts';
 
 export interface RunOptions {
@@ -35,6 +36,32 @@ export async function open(options: RunOptions) {
     // Tests print nothing a learner needs; the reporter says what matters.
     silent: true,
   });
+}
+
+/**
+ * Applies every patch to its own copy of the solution and runs the lesson's tests on each
+ * copy, all in one vitest run (the files spread over the workers), then judges each.
+ */
+export async function runCatalog(entries: CatalogEntry[], reporters: Reporter[]): Promise<Judgement[]> {
+  const broken: Judgement[] = [];
+  const runnable: CatalogEntry[] = [];
+  for (const entry of entries) {
+    try {
+      buildTree(entry);
+      runnable.push(entry);
+    } catch (err) {
+      broken.push({ entry, ok: false, summary: (err as Error).message, failures: [] });
+    }
+  }
+  if (!runnable.length) return broken;
+  writePlan(runnable);
+  process.env.WORKBOOK_CATALOG = '1';
+  try {
+    const results = await runOnce({ projects: runnable.map((e) => e.project), target: 'solutions', reporters });
+    return [...runnable.map((e) => judgeEntry(e, results.get(e.project))), ...broken];
+  } finally {
+    delete process.env.WORKBOOK_CATALOG;
+  }
 }
 
 /**

@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 interface Tracked {
   kind: string;
-  resource: { hasRef?: () => boolean; _destroyed?: boolean };
+  resource: { _destroyed?: boolean; hasRef?: () => boolean };
   /** Where user code created it: the most useful line in a leak report. */
   site: string;
 }
@@ -23,7 +23,7 @@ const KINDS: Record<string, string> = { Timeout: 'Timeout', TCPWRAP: 'TCPSocketW
 const MEANING: Record<string, string> = {
   TCPSocketWrap: 'open TCP socket',
   TCPServerWrap: 'listening server',
-  Timeout: "ref'ed timer or interval",
+  Timeout: "timer or interval still scheduled (unref() does not end it)",
 };
 
 const alive = new Map<number, Tracked>();
@@ -32,7 +32,10 @@ createHook({
   init(asyncId, type, _trigger, resource) {
     const kind = KINDS[type];
     if (!kind) return;
-    const site = creationSite();
+    const stack = captureStack();
+    // AbortSignal.timeout() arms an unref'd timer nobody can clear; it ends by itself.
+    if (type === 'Timeout' && stack.includes('abort_controller')) return;
+    const site = creationSite(stack);
     // The test runner's own timers come and go with every test; they are not the lesson's.
     if (site === undefined) return;
     alive.set(asyncId, { kind, resource: resource as Tracked['resource'], site });
@@ -42,12 +45,16 @@ createHook({
   },
 }).enable();
 
-/** The first stack frame in project code, or undefined for the test runner's own resources. */
-function creationSite(): string | undefined {
+function captureStack(): string {
   const limit = Error.stackTraceLimit;
   Error.stackTraceLimit = 30;
   const stack = new Error().stack ?? '';
   Error.stackTraceLimit = limit;
+  return stack;
+}
+
+/** The first stack frame in project code, or undefined for the test runner's own resources. */
+function creationSite(stack: string): string | undefined {
   const frames = stack.split('\n').slice(1).filter((f) => !f.includes('node:') && !f.includes('probes/leaks.ts'));
   const own = frames.find((f) => /\.ts:\d+/.test(f) && !f.includes('node_modules'));
   if (!own && frames.some((f) => /node_modules[\\/](vitest|@vitest|tinypool|vite)[\\/]/.test(f))) return undefined;
@@ -60,6 +67,8 @@ export type Resources = Map<string, number>;
 export interface Leaks {
   /** Resources alive now that were not at the snapshot, by kind. */
   resources: Resources;
+  /** Of the new timers, how many are ref'd (would keep the process from exiting). */
+  refTimers: number;
   /** Listeners added to watched emitters since the snapshot ("'announce' on announcements: +1"). */
   listeners: string[];
   /** Connections watched servers still count (server.getConnections()) beyond the snapshot. */
@@ -87,7 +96,7 @@ export function isClean(leaks: Leaks): boolean {
   return leaks.resources.size === 0 && leaks.socketFds <= 0 && leaks.listeners.length === 0 && leaks.connections <= 0;
 }
 
-/** "1 Timeout (ref'ed timer or interval), 2 TCPSocketWrap (open TCP socket) — created at presence.ts:45". */
+/** "1 Timeout (timer or interval still scheduled …), 2 TCPSocketWrap (open TCP socket) — created at presence.ts:45". */
 export function describeLeaks(leaks: Leaks): string {
   const parts = [...leaks.resources].map(([name, n]) => `${n} ${name}${MEANING[name] ? ` (${MEANING[name]})` : ''}`);
   if (leaks.socketFds > 0 && !leaks.resources.has('TCPSocketWrap')) parts.push(`${leaks.socketFds} socket fd(s)`);
@@ -137,13 +146,15 @@ export class LeakProbe {
   leaks(): Leaks {
     const resources: Resources = new Map();
     const sites: string[] = [];
+    let refTimers = 0;
     for (const [id, t] of alive) {
       if (this.before.has(id)) continue;
-      if (t.kind === 'Timeout') {
-        // A timer that fired or was cleared is gone, though the hook hears of it a little
-        // later. An unref'ed timer keeps nothing alive (AbortSignal.timeout, idle evictors).
-        if (t.resource._destroyed || (t.resource.hasRef && !t.resource.hasRef())) continue;
-      }
+      // A timer that fired or was cleared is gone, though the hook hears of it a little
+      // later. One that is merely unref'd is still scheduled: it keeps firing, and keeps
+      // whatever its callback holds in memory, so it counts (an idle evictor, say, must be
+      // cleared when its pool closes, not just unref'd).
+      if (t.kind === 'Timeout' && t.resource._destroyed) continue;
+      if (t.kind === 'Timeout' && t.resource.hasRef?.() !== false) refTimers++;
       resources.set(t.kind, (resources.get(t.kind) ?? 0) + 1);
       sites.push(t.site);
     }
@@ -151,7 +162,7 @@ export class LeakProbe {
       .map((e) => ({ ...e, extra: e.emitter.listenerCount(e.event) - e.count }))
       .filter((e) => e.extra > 0)
       .map((e) => `${e.extra} '${e.event}' listener(s) on ${e.name}`);
-    return { resources, sites, listeners, connections: this.accepted.size, socketFds: socketFdCount() - this.fds };
+    return { resources, refTimers, sites, listeners, connections: this.accepted.size, socketFds: socketFdCount() - this.fds };
   }
 
   /**

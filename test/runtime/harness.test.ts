@@ -90,11 +90,21 @@ describe('leak probe', () => {
     expect(isClean(probe.leaks())).toBe(true);
   });
 
-  test("ignores an unref'ed timer", () => {
+  test("counts an unref'd timer that is still scheduled, but not as ref'd", () => {
     const probe = new LeakProbe();
     const timer = setTimeout(() => {}, 1000).unref();
-    expect(isClean(probe.leaks())).toBe(true);
+    const leaks = probe.leaks();
     clearTimeout(timer);
+    expect(leaks.resources.get('Timeout')).toBe(1);
+    expect(leaks.refTimers).toBe(0);
+    expect(describeLeaks(leaks)).toContain('harness.test.ts');
+  });
+
+  test('ignores the timer behind AbortSignal.timeout(), which nobody can clear', () => {
+    const probe = new LeakProbe();
+    const signal = AbortSignal.timeout(1000);
+    expect(isClean(probe.leaks())).toBe(true);
+    expect(signal.aborted).toBe(false);
   });
 
   test('sees a server and both ends of a connection until they close', async () => {

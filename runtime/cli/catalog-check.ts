@@ -1,0 +1,30 @@
+// npm run catalog -- NN [name ...]: apply a lesson's mistakes and alternatives to copies of
+// its solution and say, for each, which tests caught it (or that it survived). The tool for
+// writing a catalog; npm run verify runs the same check for every lesson.
+//   --mistakes / --alternatives   only that kind
+import { listCatalog, type PatchKind } from './catalog.ts';
+import { pickLessons, runCatalog } from './run.ts';
+
+const args = process.argv.slice(2);
+const lessonArgs = args.filter((a) => /^\d/.test(a));
+const names = new Set(args.filter((a) => !a.startsWith('-') && !/^\d/.test(a)));
+const kinds: PatchKind[] = args.includes('--mistakes') ? ['mistakes'] : args.includes('--alternatives') ? ['alternatives'] : ['mistakes', 'alternatives'];
+
+const entries = pickLessons(lessonArgs)
+  .flatMap((l) => listCatalog(l, kinds))
+  .filter((e) => !names.size || names.has(e.name));
+if (!entries.length) {
+  console.log('No patches found: they live in solutions/NN-slug/mistakes/*.patch and alternatives/*.patch.');
+  process.exit(1);
+}
+const started = performance.now();
+const judged = await runCatalog(entries, [{}]);
+let bad = 0;
+for (const j of judged.sort((a, b) => a.entry.project.localeCompare(b.entry.project))) {
+  if (!j.ok) bad++;
+  console.log(`${j.ok ? '✓' : '✗'} ${j.entry.lesson.nn} ${j.entry.kind.slice(0, -1)} ${j.entry.name}: ${j.summary}`);
+  for (const f of j.failures) console.log(`      ${f.errorName === 'LessonFailure' ? '' : `[${f.errorName}] `}${f.title}: ${f.firstLine}`);
+}
+console.log(`\n${judged.length} patch(es) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+console.log(`${judged.length - bad} passed, ${bad} failed`);
+process.exitCode = bad ? 1 : 0;

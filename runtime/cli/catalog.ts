@@ -1,0 +1,147 @@
+// The mistakes catalog: test strength as a property the workbook proves about itself.
+// Each lesson keeps, beside its solution, plausible wrong fixes (mistakes/*.patch) and
+// correct fixes written differently (alternatives/*.patch). Every patch is applied to a
+// copy of the lesson's solution; a mistake must make at least one test fail with a
+// LessonFailure, an alternative must pass everything. It is mutation testing with the
+// mistakes people make instead of operator flips.
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { applyPatch, parsePatch } from 'diff';
+import type { LessonInfo } from '../lessons.ts';
+import { projectRoot, solutionsDir } from '../targets/resolve.ts';
+import type { ProjectResult, TestOutcome } from './results.ts';
+
+export type PatchKind = 'mistakes' | 'alternatives';
+
+export interface CatalogEntry {
+  lesson: LessonInfo;
+  kind: PatchKind;
+  /** The patch file's name without .patch. */
+  name: string;
+  file: string;
+  /** The comment lines at the top of the patch: the mistake in plain words. */
+  why: string;
+  /** vitest project name for this patched tree. */
+  project: string;
+  /** The directory laid out like lessons/ that holds the patched lesson. */
+  tree: string;
+}
+
+/** Where patched trees are built: inside the project, so they are ESM like the rest. */
+export const catalogRoot = path.join(projectRoot, '.workbook', 'catalog');
+
+/** The plan file vitest.config.ts reads to add one project per patched tree. */
+export const planFile = path.join(catalogRoot, 'plan.json');
+
+export interface PlannedProject {
+  project: string;
+  tree: string;
+  nn: string;
+  slug: string;
+}
+
+export function listCatalog(lesson: LessonInfo, kinds: PatchKind[] = ['mistakes', 'alternatives']): CatalogEntry[] {
+  return kinds.flatMap((kind) => {
+    const dir = path.join(solutionsDir, lesson.slug, kind);
+    if (!existsSync(dir)) return [];
+    return readdirSync(dir)
+      .filter((f) => f.endsWith('.patch'))
+      .sort()
+      .map((f) => {
+        const name = f.slice(0, -'.patch'.length);
+        const file = path.join(dir, f);
+        return {
+          lesson,
+          kind,
+          name,
+          file,
+          why: patchComment(readFileSync(file, 'utf8')),
+          project: `catalog/${lesson.slug}/${kind}/${name}`,
+          tree: path.join(catalogRoot, lesson.slug, kind, name),
+        };
+      });
+  });
+}
+
+/** The leading `#` lines of a patch, joined: what the mistake is and why it hurts. */
+export function patchComment(text: string): string {
+  const lines: string[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('#')) break;
+    lines.push(line.replace(/^#\s?/, ''));
+  }
+  return lines.join(' ').replace(/\s+/g, ' ').trim();
+}
+
+/**
+ * Copies the lesson's solution into the entry's tree and applies the patch there (paths in
+ * the patch are relative to the lesson folder, as `patch -p1` reads them). Throws with the
+ * patch's name when it does not apply: a stale patch must not pass silently.
+ */
+export function buildTree(entry: CatalogEntry): void {
+  const { slug } = entry.lesson;
+  const dest = path.join(entry.tree, slug);
+  rmSync(entry.tree, { recursive: true, force: true });
+  // The whole solutions tree (minus catalogs), so the patched lesson's imports of earlier
+  // lessons resolve inside its own tree, for tsc as for the tests.
+  cpSync(solutionsDir, entry.tree, {
+    recursive: true,
+    filter: (src) => !/[\\/](mistakes|alternatives)$/.test(src) && !src.endsWith('manifest.json'),
+  });
+  const patches = parsePatch(readFileSync(entry.file, 'utf8'));
+  if (!patches.length || patches.every((p) => !p.hunks.length)) throw new Error(`${entry.kind}/${entry.name}.patch has no hunks`);
+  for (const p of patches) {
+    const rel = stripPrefix(p.newFileName ?? p.oldFileName);
+    const target = path.join(dest, rel);
+    const before = existsSync(target) ? readFileSync(target, 'utf8') : '';
+    const after = applyPatch(before, p);
+    if (after === false) throw new Error(`${entry.kind}/${entry.name}.patch does not apply to solutions/${slug}/${rel} (was the solution changed? regenerate the patch)`);
+    mkdirSync(path.dirname(target), { recursive: true });
+    writeFileSync(target, after);
+  }
+}
+
+function stripPrefix(name: string | undefined): string {
+  if (!name || name === '/dev/null') throw new Error('a patch names no file');
+  return name.replace(/^[ab]\//, '');
+}
+
+export function writePlan(entries: CatalogEntry[]): void {
+  mkdirSync(catalogRoot, { recursive: true });
+  const plan: PlannedProject[] = entries.map((e) => ({ project: e.project, tree: e.tree, nn: e.lesson.nn, slug: e.lesson.slug }));
+  writeFileSync(planFile, JSON.stringify(plan, null, 2));
+}
+
+export function readPlan(): PlannedProject[] {
+  return existsSync(planFile) ? (JSON.parse(readFileSync(planFile, 'utf8')) as PlannedProject[]) : [];
+}
+
+export interface Judgement {
+  entry: CatalogEntry;
+  ok: boolean;
+  /** One line for the maintainer: why it is fine, or what is wrong. */
+  summary: string;
+  /** The tests that failed, with the first line of each error. */
+  failures: Array<{ title: string; errorName: string; firstLine: string }>;
+}
+
+/** A mistake must be caught by a LessonFailure; an alternative must pass every test. */
+export function judgeEntry(entry: CatalogEntry, result: ProjectResult | undefined): Judgement {
+  const failed = (result?.tests ?? []).filter((t) => t.state === 'failed');
+  const failures = failed.map((t) => ({ title: t.title, errorName: t.errorName ?? 'Error', firstLine: firstLine(t) }));
+  if (!result || !result.tests.length) return { entry, ok: false, summary: 'its tests did not run', failures };
+  if (result.loadErrors.length) return { entry, ok: false, summary: `the test file did not load: ${result.loadErrors[0]}`, failures };
+  if (entry.kind === 'alternatives') {
+    const notPassed = result.tests.filter((t) => t.state !== 'passed');
+    if (!notPassed.length) return { entry, ok: true, summary: `passes all ${result.tests.length} tests`, failures };
+    return { entry, ok: false, summary: `a correct alternative is rejected by ${notPassed.length} test(s): ${notPassed.map((t) => `"${t.title}" (${firstLine(t)})`).join('; ')}`, failures };
+  }
+  const lessonFailures = failures.filter((f) => f.errorName === 'LessonFailure');
+  if (lessonFailures.length) return { entry, ok: true, summary: `caught by ${lessonFailures.map((f) => `"${f.title}"`).join(', ')}`, failures };
+  if (failures.length) return { entry, ok: false, summary: `fails only without a LessonFailure (not for the lesson's reason): ${failures.map((f) => `"${f.title}": ${f.errorName}: ${f.firstLine}`).join('; ')}`, failures };
+  return { entry, ok: false, summary: `survives: every test passes (${entry.why || 'no comment in the patch'})`, failures };
+}
+
+function firstLine(t: TestOutcome): string {
+  return (t.errorMessage ?? '').split('\n')[0]!;
+}
