@@ -3,7 +3,7 @@
 // writing a catalog; npm run verify runs the same check for every lesson.
 //   --mistakes / --alternatives   only that kind
 import { listCatalog, type PatchKind } from './catalog.ts';
-import { pickLessons, runCatalog } from './run.ts';
+import { pickLessons, runCatalog, typecheckTrees } from './run.ts';
 
 const args = process.argv.slice(2);
 const lessonArgs = args.filter((a) => /^\d/.test(a));
@@ -19,12 +19,14 @@ if (!entries.length) {
 }
 const started = performance.now();
 const judged = await runCatalog(entries, [{}]);
-let bad = 0;
+const typecheck = await typecheckTrees(entries.filter((e) => judged.some((j) => j.entry === e && !j.summary.includes('does not apply'))));
+let bad = typecheck.ok ? 0 : 1;
 for (const j of judged.sort((a, b) => a.entry.project.localeCompare(b.entry.project))) {
   if (!j.ok) bad++;
   console.log(`${j.ok ? '✓' : '✗'} ${j.entry.lesson.nn} ${j.entry.kind.slice(0, -1)} ${j.entry.name}: ${j.summary}`);
   for (const f of j.failures) console.log(`      ${f.errorName === 'LessonFailure' ? '' : `[${f.errorName}] `}${f.title}: ${f.firstLine}`);
 }
+console.log(typecheck.ok ? '\n✓ every patched tree typechecks' : `\n✗ a patched tree does not typecheck (a mistake must compile):\n${typecheck.output}`);
 console.log(`\n${judged.length} patch(es) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-console.log(`${judged.length - bad} passed, ${bad} failed`);
+console.log(`${judged.length + 1 - bad} passed, ${bad} failed`);
 process.exitCode = bad ? 1 : 0;

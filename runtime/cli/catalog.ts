@@ -136,6 +136,9 @@ export function judgeEntry(entry: CatalogEntry, result: ProjectResult | undefine
     if (!notPassed.length) return { entry, ok: true, summary: `passes all ${result.tests.length} tests`, failures };
     return { entry, ok: false, summary: `a correct alternative is rejected by ${notPassed.length} test(s): ${notPassed.map((t) => `"${t.title}" (${firstLine(t)})`).join('; ')}`, failures };
   }
+  // A mistake must misbehave, not break: a TypeError means the patch is a slip, not a wrong fix.
+  const slips = failures.filter((f) => /^(TypeError|ReferenceError|SyntaxError)$/.test(f.errorName));
+  if (slips.length) return { entry, ok: false, summary: `breaks instead of misbehaving (${slips.map((f) => `"${f.title}": ${f.errorName}: ${f.firstLine}`).join('; ')})`, failures };
   const lessonFailures = failures.filter((f) => f.errorName === 'LessonFailure');
   if (lessonFailures.length) return { entry, ok: true, summary: `caught by ${lessonFailures.map((f) => `"${f.title}"`).join(', ')}`, failures };
   if (failures.length) return { entry, ok: false, summary: `fails only without a LessonFailure (not for the lesson's reason): ${failures.map((f) => `"${f.title}": ${f.errorName}: ${f.firstLine}`).join('; ')}`, failures };

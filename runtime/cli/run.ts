@@ -1,8 +1,12 @@
 // Running vitest from our own commands: one place that knows how to pick lessons, point
 // the suites at a tree, and collect the results.
+import { spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { createVitest, type Reporter } from 'vitest/node';
+import { projectRoot } from '../targets/resolve.ts';
 import { findLesson, listLessons, type LessonInfo } from '../lessons.ts';
-import { buildTree, judgeEntry, writePlan, type CatalogEntry, type Judgement } from './catalog.ts';
+import { buildTree, catalogRoot, judgeEntry, writePlan, type CatalogEntry, type Judgement } from './catalog.ts';
 import { groupByProject, type ProjectResult } from './results.ts';
 
 export interface RunOptions {
@@ -79,4 +83,32 @@ export function pickLessons(args: string[]): LessonInfo[] {
     }
     return lesson;
   });
+}
+
+export interface Typecheck {
+  ok: boolean;
+  /** The first lines tsc printed. */
+  output: string;
+  ms: number;
+}
+
+/** tsc --noEmit on a tsconfig (the project's own, or the catalog's). */
+export function runTypecheck(project: string): Promise<Typecheck> {
+  const t0 = performance.now();
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [`${projectRoot}/node_modules/typescript/bin/tsc`, '--noEmit', '-p', project], { cwd: projectRoot });
+    let output = '';
+    child.stdout.on('data', (d) => (output += d));
+    child.stderr.on('data', (d) => (output += d));
+    child.on('close', (code) => resolve({ ok: code === 0, output: output.trim().split('\n').slice(0, 20).join('\n'), ms: performance.now() - t0 }));
+  });
+}
+
+/** Typechecks every patched lesson with the project's settings (a mistake must compile). */
+export function typecheckTrees(entries: CatalogEntry[]): Promise<Typecheck> {
+  mkdirSync(catalogRoot, { recursive: true });
+  const file = path.join(catalogRoot, 'tsconfig.json');
+  const include = entries.map((e) => path.join(e.tree, e.lesson.slug));
+  writeFileSync(file, JSON.stringify({ extends: path.join(projectRoot, 'tsconfig.json'), include }, null, 2));
+  return runTypecheck(file);
 }

@@ -3,36 +3,50 @@
 //   - each lesson, judged alone on lessons/: every baseline test passes and every bug test
 //     fails, with a LessonFailure (a TypeError or a timeout is not the lesson failing);
 //   - each manifest names tests that exist, and every test it names is a bug test;
-//   - tsc --noEmit is clean.
+//   - each lesson's mistakes catalog is caught and its alternatives pass (catalog.ts);
+//     --quick skips the catalogs for a fast loop;
+//   - tsc --noEmit is clean, on the project and on every patched tree.
 // With WORKBOOK_TARGET=<dir> it judges that tree instead: which manifest bugs it still has.
-import { spawn } from 'node:child_process';
 import { readManifest, type LessonInfo } from '../lessons.ts';
 import { projectRoot } from '../targets/resolve.ts';
+import { listCatalog, type Judgement } from './catalog.ts';
 import { fixSize } from './diff-size.ts';
 import { passedCount, type ProjectResult, type TestOutcome } from './results.ts';
-import { pickLessons, runOnce } from './run.ts';
+import { pickLessons, runCatalog, runOnce, runTypecheck, typecheckTrees } from './run.ts';
+
+/** A catalog smaller than this proves little: the issue asks for at least these. */
+const MIN_MISTAKES = 10;
+const MIN_ALTERNATIVES = 2;
 
 const silent = [{}]; // one reporter that does nothing: an empty list would mean "the defaults"
 const started = performance.now();
 const args = process.argv.slice(2);
 const lessons = pickLessons(args);
+const quick = args.includes('--quick');
 const judged = process.env.WORKBOOK_TARGET;
 
 if (judged && judged !== 'lessons' && judged !== 'solutions') await judge(judged);
 else await verify();
 
 async function verify() {
-  const typecheck = runTypecheck();
-  const withRuntime = args.length === 0;
+  const typecheck = runTypecheck(projectRoot);
+  const withRuntime = lessons.length === pickLessons([]).length;
   const solutions = await runOnce({ projects: [...lessons.map((l) => l.slug), ...(withRuntime ? ['runtime'] : [])], target: 'solutions', reporters: silent });
   const exercises = await runOnce({ projects: lessons.map((l) => l.slug), target: 'lessons', reporters: silent });
+  const catalogStarted = performance.now();
+  const entries = quick ? [] : lessons.flatMap((l) => listCatalog(l));
+  const catalog = entries.length ? await runCatalog(entries, silent) : [];
+  const catalogTypecheck = entries.length ? await typecheckTrees(entries) : undefined;
+  const catalogSeconds = (performance.now() - catalogStarted) / 1000;
 
   const violations: string[] = [];
-  const rows: string[][] = [['lesson', 'baseline', 'bug tests failing', 'solution', 'fix (lines, files)', 'seconds']];
+  const rows: string[][] = [['lesson', 'baseline', 'bug tests failing', 'solution', 'mistakes caught', 'alternatives pass', 'fix (lines, files)', 'seconds']];
   for (const lesson of lessons) {
     const sol = solutions.get(lesson.slug);
     const ex = exercises.get(lesson.slug);
     const problems = judgeLesson(lesson, sol, ex);
+    const mine = catalog.filter((j) => j.entry.lesson.slug === lesson.slug);
+    if (!quick) problems.push(...judgeCatalog(mine));
     violations.push(...problems.map((p) => `${lesson.slug}: ${p}`));
     const bugTitles = bugTestTitles(lesson);
     const baseline = (ex?.tests ?? []).filter((t) => !bugTitles.has(t.title));
@@ -42,6 +56,8 @@ async function verify() {
       `${baseline.filter((t) => t.state === 'passed').length}/${baseline.length}`,
       `${bugs.filter((t) => t.state === 'failed').length}/${bugTitles.size}`,
       sol ? `${passedCount(sol)}/${sol.tests.length}` : 'missing',
+      quick ? 'skipped' : tally(mine, 'mistakes'),
+      quick ? 'skipped' : tally(mine, 'alternatives'),
       (({ changed, files }) => `${changed}, ${files}`)(fixSize(lesson.slug)),
       (((sol?.durationMs ?? 0) + (ex?.durationMs ?? 0)) / 1000).toFixed(1),
     ]);
@@ -50,11 +66,16 @@ async function verify() {
     const rt = solutions.get('runtime');
     const failing = rt?.tests.filter((t) => t.state !== 'passed') ?? [];
     if (!rt || failing.length || rt.loadErrors.length) violations.push(...failing.map((t) => `runtime: self-test failed: ${t.fullName}: ${firstLine(t.errorMessage)}`), ...(rt?.loadErrors ?? []).map((e) => `runtime: ${e}`), ...(!rt ? ['runtime: no self-tests ran'] : []));
-    rows.push([`${failing.length || !rt ? '✗' : '✓'} runtime self-tests`, '', '', rt ? `${passedCount(rt)}/${rt.tests.length}` : 'missing', '', ((rt?.durationMs ?? 0) / 1000).toFixed(1)]);
+    rows.push([`${failing.length || !rt ? '✗' : '✓'} runtime self-tests`, '', '', rt ? `${passedCount(rt)}/${rt.tests.length}` : 'missing', '', '', '', ((rt?.durationMs ?? 0) / 1000).toFixed(1)]);
   }
   const tc = await typecheck;
   if (!tc.ok) violations.push(`typecheck: tsc --noEmit failed:\n${tc.output}`);
-  rows.push([`${tc.ok ? '✓' : '✗'} typecheck (tsc --noEmit)`, '', '', tc.ok ? 'clean' : 'errors', '', (tc.ms / 1000).toFixed(1)]);
+  rows.push([`${tc.ok ? '✓' : '✗'} typecheck (tsc --noEmit)`, '', '', tc.ok ? 'clean' : 'errors', '', '', '', (tc.ms / 1000).toFixed(1)]);
+  if (catalogTypecheck) {
+    if (!catalogTypecheck.ok) violations.push(`catalog: a patched tree does not typecheck (a mistake must be a plausible submission, not a compile error):\n${catalogTypecheck.output}`);
+    const ok = catalogTypecheck.ok && catalog.every((j) => j.ok);
+    rows.push([`${ok ? '✓' : '✗'} catalogs (${entries.length} patched trees, typecheck ${catalogTypecheck.ok ? 'clean' : 'errors'})`, '', '', '', tally(catalog, 'mistakes'), tally(catalog, 'alternatives'), '', catalogSeconds.toFixed(1)]);
+  }
 
   printTable(rows);
   if (violations.length) console.log(`\nViolations:\n${violations.map((v) => `  - ${v.replace(/\n/g, '\n    ')}`).join('\n')}`);
@@ -63,6 +84,21 @@ async function verify() {
   console.log(`\nverify took ${((performance.now() - started) / 1000).toFixed(1)} s`);
   console.log(`${checks - failed} passed, ${failed} failed`);
   process.exitCode = failed ? 1 : 0;
+}
+
+/** "12/12": how many of the lesson's patches of that kind did what they must. */
+function tally(judged: Judgement[], kind: 'mistakes' | 'alternatives'): string {
+  const mine = judged.filter((j) => j.entry.kind === kind);
+  return `${mine.filter((j) => j.ok).length}/${mine.length}`;
+}
+
+/** A mistake that survives, an alternative rejected, or a catalog too small to prove much. */
+function judgeCatalog(judged: Judgement[]): string[] {
+  const problems = judged.filter((j) => !j.ok).map((j) => `${j.entry.kind}/${j.entry.name}.patch: ${j.summary}`);
+  const count = (kind: string) => judged.filter((j) => j.entry.kind === kind).length;
+  if (count('mistakes') < MIN_MISTAKES) problems.push(`the mistakes catalog has ${count('mistakes')} patch(es); at least ${MIN_MISTAKES} are needed (solutions/<lesson>/mistakes/*.patch)`);
+  if (count('alternatives') < MIN_ALTERNATIVES) problems.push(`${count('alternatives')} correct alternative(s); at least ${MIN_ALTERNATIVES} are needed (solutions/<lesson>/alternatives/*.patch)`);
+  return problems;
 }
 
 /** Everything wrong with one lesson, in words a maintainer can act on. */
@@ -115,17 +151,6 @@ async function judge(target: string) {
 
 function bugTestTitles(lesson: LessonInfo): Set<string> {
   return new Set((readManifest(lesson.slug)?.bugs ?? []).flatMap((b) => b.tests));
-}
-
-function runTypecheck(): Promise<{ ok: boolean; output: string; ms: number }> {
-  const t0 = performance.now();
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [`${projectRoot}/node_modules/typescript/bin/tsc`, '--noEmit', '-p', projectRoot], { cwd: projectRoot });
-    let output = '';
-    child.stdout.on('data', (d) => (output += d));
-    child.stderr.on('data', (d) => (output += d));
-    child.on('close', (code) => resolve({ ok: code === 0, output: output.trim().split('\n').slice(0, 20).join('\n'), ms: performance.now() - t0 }));
-  });
 }
 
 function printTable(rows: string[][]) {

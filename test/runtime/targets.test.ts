@@ -42,13 +42,14 @@ describe('resolve', () => {
 
 describe('under tsx', () => {
   // A throwaway tree with two lessons, to see the Node hook pick files the way vitest does.
-  function fakeTree() {
+  function fakeTree({ packageJson = true } = {}) {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'workbook-target-'));
-    writeFileSync(path.join(dir, 'package.json'), '{ "type": "module" }\n');
+    if (packageJson) writeFileSync(path.join(dir, 'package.json'), '{ "type": "module" }\n');
     mkdirSync(path.join(dir, '01-close-leaks'));
     mkdirSync(path.join(dir, '02-framing'));
     writeFileSync(path.join(dir, '01-close-leaks/who.ts'), "export const who = 'other-01';\n");
-    writeFileSync(path.join(dir, '02-framing/who.ts'), "import { who as first } from '../01-close-leaks/who.ts';\nexport const who = `other-02+${first}`;\n");
+    // Top-level await: only an ES module can have it.
+    writeFileSync(path.join(dir, '02-framing/who.ts'), "import { who as first } from '../01-close-leaks/who.ts';\nawait Promise.resolve();\nexport const who = `other-02+${first}`;\n");
     return dir;
   }
 
@@ -67,6 +68,17 @@ describe('under tsx', () => {
       // Lesson 02 judged alone: its import of lesson 01 goes to solutions/, which has no
       // who.ts, so the error names the redirected file.
       await expect(run({ WORKBOOK_TARGET: dir, WORKBOOK_ISOLATE: '02' })).rejects.toThrow(path.join(solutionsDir, '01-close-leaks/who.ts'));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 15_000);
+
+  test('a tree outside the project with no package.json still loads as ES modules', async () => {
+    // A copy of solutions/ in /tmp has no package.json saying "type": "module"; tsx would
+    // compile it as CommonJS, where top-level await is an error.
+    const dir = fakeTree({ packageJson: false });
+    try {
+      expect(await run({ WORKBOOK_TARGET: dir })).toBe('other-02+other-01');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
