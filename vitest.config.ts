@@ -40,7 +40,7 @@ export default defineConfig({
       // A patched copy of one lesson's solution, judged alone (see runtime/cli/catalog.ts).
       ...(process.env.WORKBOOK_CATALOG ? readPlan() : []).map((p) => ({
         plugins: [workbookTargets({ target: p.tree, isolate: p.nn })],
-        test: { ...shared, name: p.project, include: lessonFiles(p.slug) },
+        test: { ...shared, name: p.project, include: lessonFiles(p.slug), setupFiles: p.stopAtFirstCatch ? ['runtime/cli/catalog-setup.ts'] : [] },
       })),
     ],
   },

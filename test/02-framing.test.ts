@@ -3,9 +3,12 @@
 // will not accept before spending memory on it.
 import { describe, test } from 'vitest';
 import fc from 'fast-check';
+import net from 'node:net';
+import { once } from 'node:events';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { encodeFrame, FrameDecoder } from '#target/02-framing/codec.ts';
 import { startEchoServer } from '#target/02-framing/echo.ts';
+import { readFrames } from '#target/02-framing/read-frames.ts';
 import {
   check, describeFrame, eventually, fail, FrameType, HEADER_BYTES, MAX_FRAME_BYTES, useHarness, type Frame,
 } from '../runtime/harness/index.ts';
@@ -57,6 +60,66 @@ function pushOrFail(decoder: FrameDecoder, chunk: Buffer, what: string): Frame[]
       expected: 'valid frames decode whatever the chunk sizes',
       idea: 'a chunk can end anywhere, even inside the 4-byte length: keep what you have until the rest arrives',
     });
+  }
+}
+
+/**
+ * Records every Buffer allocation (its size) made through Buffer.alloc, allocUnsafe,
+ * allocUnsafeSlow and, through allocUnsafe, Buffer.concat, until restore(). The decoder
+ * runs in this process, so this sees an allocation the moment it is made: reading memory
+ * afterwards would depend on when the GC last ran. (A candidate for the harness.)
+ */
+function watchAllocations() {
+  const sizes: number[] = [];
+  const names = ['alloc', 'allocUnsafe', 'allocUnsafeSlow'] as const;
+  const originals = names.map((name) => [name, Buffer[name]] as const);
+  let depth = 0; // concat() calls allocUnsafe(): count the outer call only
+  for (const [name, original] of originals) {
+    const wrapped = function (this: unknown, size: number, ...rest: unknown[]) {
+      if (depth === 0) sizes.push(size);
+      depth++;
+      try {
+        return (original as (...args: unknown[]) => Buffer).call(this, size, ...rest);
+      } finally {
+        depth--;
+      }
+    };
+    Object.defineProperty(Buffer, name, { value: wrapped, configurable: true, writable: true });
+  }
+  let restored = false;
+  return {
+    sizes,
+    get largest() {
+      return Math.max(0, ...sizes);
+    },
+    get total() {
+      return sizes.reduce((a, b) => a + b, 0);
+    },
+    restore() {
+      if (restored) return;
+      restored = true;
+      for (const [name, original] of originals) Object.defineProperty(Buffer, name, { value: original, configurable: true, writable: true });
+    },
+  };
+}
+
+const MiB = 2 ** 20;
+const mib = (n: number) => `${(n / MiB).toFixed(n < MiB ? 3 : 0)} MiB`;
+
+/** A header alone (4 bytes) announcing `length`. */
+function headerClaiming(length: number): Buffer {
+  const header = Buffer.alloc(HEADER_BYTES);
+  header.writeUInt32BE(length, 0);
+  return header;
+}
+
+/** push() that returns the error it threw instead (a TypeError is a slip and rethrown). */
+function pushCatching(decoder: FrameDecoder, chunk: Buffer): { frames: Frame[]; error?: Error } {
+  try {
+    return { frames: decoder.push(chunk) };
+  } catch (err) {
+    if (err instanceof TypeError || err instanceof ReferenceError) throw err;
+    return { frames: [], error: err as Error };
   }
 }
 
@@ -123,12 +186,17 @@ describe('baseline: frames that arrive whole', () => {
 describe('a byte stream, not messages', () => {
   test('a header split across chunks decodes', () => {
     const bytes = encodeFrame(FrameType.DATA, 'split header');
-    for (let cut = 1; cut < HEADER_BYTES; cut++) {
-      const frames = decodeChunks([bytes.subarray(0, cut), bytes.subarray(cut)]);
+    // Every way to cut the 4 header bytes into pieces (1+3, 2+2, 1+1+2, 1+1+1+1, ...):
+    // a header may arrive in more than two pieces.
+    for (let mask = 1; mask < 2 ** (HEADER_BYTES - 1); mask++) {
+      const cuts = [...Array(HEADER_BYTES - 1).keys()].filter((i) => mask & (1 << i)).map((i) => i + 1);
+      const edges = [0, ...cuts, bytes.length];
+      const chunks = edges.slice(1).map((end, i) => bytes.subarray(edges[i], end));
+      const frames = decodeChunks(chunks);
       check(sameFrames(frames, [[FrameType.DATA, 'split header']]), 'A frame whose length prefix was split did not decode.', {
-        observed: `chunks of ${cut} and ${bytes.length - cut} bytes gave ${show(frames)}`,
+        observed: `chunks of [${chunks.map((c) => c.length).join(', ')}] bytes gave ${show(frames)}`,
         expected: 'DATA "split header"',
-        idea: 'a chunk may end inside the 4-byte length: collect all 4 bytes before reading it',
+        idea: 'a chunk may end inside the 4-byte length, more than once: collect all 4 bytes, however many chunks bring them, before reading it',
       });
     }
   });
@@ -251,32 +319,186 @@ describe('a byte stream, not messages', () => {
   test('an oversize length is refused before anything is allocated', async () => {
     const server = h.track(await startEchoServer());
     const client = await h.connect(server.port);
-    const claimed = 512 * 1024 * 1024;
-    const before = process.memoryUsage().arrayBuffers;
+    const claimed = 512 * MiB;
     const header = Buffer.alloc(HEADER_BYTES + 1);
     header.writeUInt32BE(claimed, 0);
     header[HEADER_BYTES] = FrameType.DATA;
+    const allocations = watchAllocations();
+    h.defer(() => allocations.restore());
     await client.write(header);
-    // Give the server time to act on the header: either refuse it, or (wrongly) wait for
-    // 512 MiB that will never come.
-    await eventually(() => {
-      const grown = process.memoryUsage().arrayBuffers - before;
-      check(grown < 64 * 1024 * 1024, 'The decoder allocated what the peer claimed.', {
-        observed: `after a 4-byte length claiming ${claimed / 2 ** 20} MiB and a type byte, Buffer memory grew by ${Math.round(grown / 2 ** 20)} MiB`,
-        expected: `a refusal: the maximum frame is ${MAX_FRAME_BYTES / 2 ** 20} MiB, checked before allocating`,
-        idea: 'a length prefix is a claim by the peer: check it against your maximum before it costs you memory',
-      });
-      check(client.closed, 'The server kept a connection whose next frame can never be valid.', {
-        observed: `the connection is still open after a header claiming ${claimed} bytes${client.frames.length ? `; received ${show(client.frames)}` : ''}`,
-        expected: 'an ERROR frame, then the connection closed',
-        idea: 'once framing is lost the stream cannot be resynchronised: refuse, say why, and hang up',
-      });
-    }, { within: REPLY_MS });
+    // Either the server refuses the header, or it (wrongly) waits for 512 MiB that will
+    // never come; the allocation, if any, was recorded the moment it was made.
+    try {
+      await eventually(() => {
+        check(allocations.largest <= 2 * MAX_FRAME_BYTES, 'The decoder allocated what the peer claimed.', {
+          observed: `after a 4-byte length claiming ${mib(claimed)} and a type byte, the server allocated a Buffer of ${mib(allocations.largest)}${client.closed ? ' (and then refused the frame: too late, the memory was committed)' : ''}`,
+          expected: `a refusal before any allocation: the maximum frame is ${mib(MAX_FRAME_BYTES)}`,
+          idea: 'a length prefix is a claim by the peer: check it against your maximum before it costs you memory',
+        });
+        check(client.closed, 'The server kept a connection whose next frame can never be valid.', {
+          observed: `the connection is still open ${REPLY_MS} ms after a header claiming ${claimed} bytes${client.frames.length ? `; received ${show(client.frames)}` : ''}`,
+          expected: 'an ERROR frame, then the connection closed, as soon as the header arrived',
+          idea: 'refuse at the header, not once the body is in: a peer that never sends the body would hold the connection (and whatever it buffered) for ever',
+        });
+      }, { within: REPLY_MS });
+    } finally {
+      allocations.restore();
+    }
     const refusal = client.frames.find((f) => f.type === FrameType.ERROR);
     check(refusal !== undefined && refusal.body.toString().startsWith('PROTOCOL'), 'The server hung up without saying why.', {
       observed: `before the close the server sent ${show(client.frames)}`,
       expected: 'an ERROR frame "PROTOCOL ...", then the close',
       idea: 'a peer that broke the protocol should learn what it did wrong: one ERROR frame, then hang up',
+    });
+  });
+
+  test('a header claiming too much throws at once, with nothing allocated', () => {
+    const claimed = 512 * MiB;
+    const decoder = new FrameDecoder();
+    const allocations = watchAllocations();
+    const before = process.memoryUsage().arrayBuffers;
+    let outcome: ReturnType<typeof pushCatching>;
+    let grown: number;
+    try {
+      outcome = pushCatching(decoder, headerClaiming(claimed));
+      // Read at once, before the GC can give an allocation back (a second witness, for
+      // memory taken other than through Buffer's allocators).
+      grown = process.memoryUsage().arrayBuffers - before;
+    } finally {
+      allocations.restore();
+    }
+    check(allocations.largest <= 2 * MAX_FRAME_BYTES && grown < 64 * MiB, 'The decoder allocated what the peer claimed.', {
+      observed: `push(a header claiming ${mib(claimed)}) allocated ${allocations.largest >= grown ? `a Buffer of ${mib(allocations.largest)}` : `${mib(grown)} of ArrayBuffer memory`}${outcome.error ? `, then threw ${outcome.error.name}` : ''}`,
+      expected: `a throw before any allocation: the maximum frame is ${mib(MAX_FRAME_BYTES)}`,
+      idea: 'a length prefix is a claim by the peer: check it against your maximum before it costs you memory',
+    });
+    check(outcome.error !== undefined, 'A header claiming more than the maximum was not refused when it arrived.', {
+      observed: `push(<${headerClaiming(claimed).toString('hex')}>) returned ${outcome.frames.length} frame(s) and threw nothing; bufferedBytes is ${decoder.bufferedBytes}`,
+      expected: 'push() throws as soon as the 4 bytes of the length are in, without waiting for the body',
+      idea: 'refuse at the header: waiting for the body lets a peer hold the connection, and everything it trickles in, up to its own claim',
+    });
+  });
+
+  test('a frame of exactly the maximum decodes, one byte more is refused at its header', () => {
+    const body = Buffer.alloc(MAX_FRAME_BYTES - 1, 0x61);
+    const atMax = pushCatching(new FrameDecoder(), encodeFrame(FrameType.DATA, body));
+    check(!atMax.error && atMax.frames.length === 1 && atMax.frames[0]!.body.length === body.length, 'A frame of exactly the maximum size was refused.', {
+      observed: `a frame whose length field is ${MAX_FRAME_BYTES} (the maximum) ${atMax.error ? `made push() throw ${atMax.error.name}: ${atMax.error.message}` : `gave ${atMax.frames.length} frame(s)`}`,
+      expected: `one DATA frame: lessons/PROTOCOL.md allows lengths 1..${MAX_FRAME_BYTES}, both ends included`,
+      idea: 'the maximum is the largest length allowed: refuse length > max, not length >= max',
+    });
+    const over = pushCatching(new FrameDecoder(), headerClaiming(MAX_FRAME_BYTES + 1));
+    check(over.error !== undefined, 'A header one byte over the maximum was not refused when it arrived.', {
+      observed: `push(a header with length ${MAX_FRAME_BYTES + 1}, and no body yet) returned ${over.frames.length} frame(s) and threw nothing`,
+      expected: 'push() throws as soon as the length is read, before any of the body arrives',
+      idea: 'the limit is checked on the header, the moment the length is known, and it is exact',
+    });
+  });
+
+  test('the echo server enforces the maximum it was given', async () => {
+    const server = h.track(await startEchoServer({ maxFrameBytes: 1024 }));
+    const client = await h.connect(server.port);
+    await client.write(headerClaiming(1025));
+    await eventually(() => {
+      check(client.closed && client.frames.some((f) => f.type === FrameType.ERROR), 'A server started with maxFrameBytes 1024 accepted a longer frame.', {
+        observed: `${REPLY_MS} ms after a header claiming 1025 bytes: ${client.closed ? 'closed' : 'still open'}, received ${show(client.frames)}`,
+        expected: 'an ERROR frame and the close: the server was configured for frames of at most 1024 bytes',
+        idea: "the limit is the server's configuration: pass maxFrameBytes on to the decoder that enforces it",
+      });
+    }, { within: REPLY_MS });
+  });
+
+  test('a big frame in small chunks is copied once, not once per chunk', () => {
+    const body = Buffer.alloc(256 * 1024, 0x62);
+    const bytes = encodeFrame(FrameType.DATA, body);
+    const decoder = new FrameDecoder();
+    const frames: Frame[] = [];
+    const allocations = watchAllocations();
+    try {
+      for (let at = 0; at < bytes.length; at += 1024) frames.push(...pushOrFail(decoder, bytes.subarray(at, at + 1024), `a ${mib(bytes.length)} frame 1 KiB at a time`));
+    } finally {
+      allocations.restore();
+    }
+    check(frames.length === 1 && frames[0]!.body.equals(body), 'A big frame fed in 1 KiB chunks did not decode.', {
+      observed: show(frames).slice(0, 200),
+      expected: 'one DATA frame of 256 KiB',
+      idea: 'a frame is complete only when its whole length has arrived',
+    });
+    check(allocations.total <= 4 * bytes.length, 'The decoder copies everything it holds on every chunk.', {
+      observed: `feeding a ${mib(bytes.length)} frame in ${Math.ceil(bytes.length / 1024)} chunks of 1 KiB allocated ${mib(allocations.total)} in ${allocations.sizes.length} Buffer(s)`,
+      expected: `about the frame's size (at most ${mib(4 * bytes.length)}): each byte copied once or twice`,
+      idea: 'Buffer.concat([held, chunk]) on every chunk copies all that is held each time: the cost grows with the square of the frame size. Allocate the frame once its length is known, or keep the chunks and join them once',
+    });
+  });
+
+  test('a frame handed out stays intact when later frames arrive', () => {
+    const decoder = new FrameDecoder();
+    const first = pushOrFail(decoder, encodeFrame(FrameType.DATA, 'the first frame, kept by its handler'), 'a first frame');
+    const later = [...pushOrFail(decoder, encodeFrame(FrameType.DATA, 'a second one'), 'a second frame'), ...pushOrFail(decoder, encodeFrame(FrameType.PING, 'third'), 'a third frame')];
+    check(sameFrames(first, [[FrameType.DATA, 'the first frame, kept by its handler']]) && later.length === 2, 'A frame changed after the decoder handed it out.', {
+      observed: `the first frame now reads ${show(first)} after two more frames were decoded (${show(later)})`,
+      expected: 'DATA "the first frame, kept by its handler": a frame, once returned, belongs to its caller',
+      idea: 'a handler may keep a frame (queue it, answer later): never hand out a view of a buffer the decoder will write into again',
+    });
+  });
+
+  test('bufferedBytes counts what is held, not what is claimed', () => {
+    const decoder = new FrameDecoder();
+    const held = (): number => decoder.bufferedBytes;
+    const bytes = encodeFrame(FrameType.DATA, Buffer.alloc(1000, 0x63));
+    pushOrFail(decoder, bytes.subarray(0, HEADER_BYTES + 10), 'a header and the first 10 bytes of a 1001-byte payload');
+    check(held() === 10 || held() === HEADER_BYTES + 10, 'bufferedBytes does not count the bytes held.', {
+      observed: `after the header and 10 bytes of a 1001-byte payload, bufferedBytes is ${held()}`,
+      expected: `10, or ${HEADER_BYTES + 10} counting the header: what has arrived of the incomplete frame, not what it claims`,
+      idea: 'bufferedBytes measures what the peer has made us hold (lesson 03 watches it to time a frame out): it is bytes received, not the length announced',
+    });
+    pushOrFail(decoder, bytes.subarray(HEADER_BYTES + 10), 'the rest of the frame');
+    check(held() === 0, 'bufferedBytes is not 0 once the frame is whole.', {
+      observed: `bufferedBytes is ${held()} after the whole frame was decoded`,
+      expected: '0: nothing held',
+      idea: 'bufferedBytes counts what is held of an incomplete frame, and only that',
+    });
+  });
+
+  test('after a protocol error the reader hands out nothing more', async () => {
+    // Our own listener, so the test decides what happens on a refusal: the stream is left
+    // open (as a server with a send queue does while the ERROR goes out).
+    const listener = net.createServer();
+    h.defer(() => new Promise((resolve) => listener.close(resolve)));
+    const accepted = once(listener, 'connection') as Promise<[net.Socket]>;
+    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+    const client = await h.connect((listener.address() as net.AddressInfo).port);
+    const [socket] = await accepted;
+    h.defer(() => socket.destroy());
+    socket.on('error', () => {});
+    const handed: Frame[] = [];
+    const refusals: string[] = [];
+    readFrames(socket, (frame) => handed.push(frame), { onProtocolError: (reason) => refusals.push(reason) });
+    // Added after readFrames' own listener, so it runs after it for each chunk.
+    let seen = 0;
+    socket.on('data', (chunk: Buffer) => (seen += chunk.length));
+    const bad = Buffer.concat([headerClaiming(MAX_FRAME_BYTES + 1), encodeFrame(FrameType.DATA, 'after the bad header')]);
+    await client.write(bad);
+    await eventually(() => {
+      check(refusals.length > 0 && seen >= bad.length, 'A header over the maximum was not refused.', {
+        observed: `${REPLY_MS} ms after a header claiming ${MAX_FRAME_BYTES + 1} bytes, onProtocolError was called ${refusals.length} time(s)`,
+        expected: 'one call to onProtocolError',
+        idea: 'a length prefix is a claim by the peer: check it against the maximum',
+      });
+    }, { within: REPLY_MS });
+    const more = encodeFrame(FrameType.DATA, 'a later, well-formed frame');
+    await client.write(more);
+    await eventually(() => {
+      check(seen >= bad.length + more.length, 'The later bytes never reached the server.', {
+        observed: `${seen} of ${bad.length + more.length} bytes arrived`,
+        expected: 'every byte we sent',
+        idea: 'a test precondition: the socket carries what we write',
+      });
+    }, { within: REPLY_MS });
+    check(handed.length === 0 && refusals.length === 1, 'The reader went on decoding after the stream broke the protocol.', {
+      observed: `after the refusal, onFrame got ${handed.length} frame(s) (${show(handed)}) and onProtocolError was called ${refusals.length} time(s)`,
+      expected: 'no frame and no second refusal: once framing is lost, the rest of the stream is ignored',
+      idea: 'after a protocol error there is no telling where the next frame starts: stop reading, whatever the decoder would make of the rest',
     });
   });
 });

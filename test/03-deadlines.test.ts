@@ -2,9 +2,11 @@
 // frame that never finishes, a reply nobody reads and work for a client that has left
 // all end at a deadline; the budget a caller sends shrinks as it is spent.
 import { describe, test } from 'vitest';
+import net from 'node:net';
+import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startDeadlineServer, type DeadlineOptions, type Work } from '#target/03-deadlines/server.ts';
-import { check, describeFrame, encode, eventually, FrameType, useHarness, type TestClient } from '../runtime/harness/index.ts';
+import { check, describeFrame, describeLeaks, encode, eventually, fail, FrameType, LeakProbe, settleWithin, useHarness, watchPromise, type TestClient } from '../runtime/harness/index.ts';
 
 const h = useHarness('03');
 
@@ -60,6 +62,25 @@ function closeTime(client: TestClient): { at?: number } {
   const seen: { at?: number } = {};
   client.socket.once('close', () => (seen.at = performance.now()));
   return seen;
+}
+
+/** When the server's FIN reached the client, as performance.now(). */
+function finTime(client: TestClient): { at?: number } {
+  const seen: { at?: number } = {};
+  client.socket.once('end', () => (seen.at = performance.now()));
+  return seen;
+}
+
+/**
+ * Waits until the server has no connection open; returns when it saw that. The failure
+ * (end() where destroy() is needed, as a rule) is described by the caller.
+ */
+async function serverGone(server: { connections: number }, within: number, lesson: { summary: string; observed: () => string; expected: string; idea: string }): Promise<number> {
+  await eventually(() => {
+    if (server.connections === 0) return;
+    fail(lesson.summary, { observed: lesson.observed(), expected: lesson.expected, idea: lesson.idea });
+  }, { within });
+  return performance.now();
 }
 
 const ms = (n: number) => `${Math.round(n)} ms`;
@@ -128,7 +149,7 @@ describe('baseline: a request/response server with budgets', () => {
 
   test('a request whose budget runs out gets ERROR TIMEOUT', async () => {
     const BUDGET = 60;
-    const { work, calls } = downstream(() => 1000);
+    const { work, calls } = downstream((r) => (r === 'slow report' ? 1000 : 20));
     const server = await start({ work });
     const client = await h.connect(server.port);
     const sent = performance.now();
@@ -149,6 +170,16 @@ describe('baseline: a request/response server with budgets', () => {
       observed: `counters: ${counters(server.requests)}; the work ${calls[0]?.abortedAfterMs !== undefined ? `saw its signal abort after ${calls[0].abortedAfterMs} ms` : 'never saw its signal abort'}`,
       expected: 'aborted 1, completed 0: the work stops when the budget is spent',
       idea: 'the signal handed to the work is how the work learns to stop',
+    });
+    // The next request on the same connection brings a budget of its own. (Its clock must
+    // not be the first request's, which has already run out.)
+    const secondAt = performance.now();
+    client.send(FrameType.DATA, request(1000, 'second'));
+    const replies = await client.waitForFrames(2, 'the reply to a second request, budget 1000 ms, on the same connection');
+    check(replies[1]!.type === FrameType.DATA && replies[1]!.body.toString() === 'done second', "A second request was judged by the first one's budget.", {
+      observed: `the first request (budget ${BUDGET} ms) timed out; the second one (budget 1000 ms, 20 ms of work) got ${describeFrame(replies[1]!)} ${ms(performance.now() - secondAt)} after it was sent; its work ${calls[1] === undefined ? 'was never called' : calls[1].abortedAfterMs !== undefined ? `saw its signal abort after ${calls[1].abortedAfterMs} ms (${calls[1].reason})` : 'finished'}`,
+      expected: 'DATA "done second": every request gets its own AbortSignal.timeout(its budget)',
+      idea: 'a budget belongs to one request: a signal made once per connection (or per server) times out every request after the first budget runs out',
     });
   });
 
@@ -201,10 +232,77 @@ describe('baseline: a request/response server with budgets', () => {
     });
   });
 
+  test('a frame that keeps arriving is not idle', async () => {
+    const IDLE = 150;
+    const EVERY = 30;
+    const logs: string[] = [];
+    const t0 = performance.now();
+    const { work } = downstream(() => 0);
+    const server = await start({ work, idleMs: IDLE, frameMs: 1000, log: (line) => logs.push(`${ms(performance.now() - t0)}: ${line}`) });
+    const client = await h.connect(server.port);
+    // One request in seven pieces, 30 ms apart: bytes keep coming, the frame takes 180 ms
+    // (longer than idleMs), well within frameMs.
+    const bytes = encode(FrameType.DATA, request(1000, 'a big upload, arriving slowly'));
+    const cuts = [0, 3, 8, 12, 17, 24, 30, bytes.length];
+    const firstAt = performance.now();
+    for (let i = 0; i + 1 < cuts.length && !client.ended && !client.closed; i++) {
+      if (i > 0) await sleep(EVERY);
+      client.socket.write(bytes.subarray(cuts[i], cuts[i + 1]));
+    }
+    const fin = finTime(client);
+    await eventually(() => {
+      if (client.frames.length >= 1 || client.ended || client.closed) return;
+      fail('A frame that arrived slowly got no answer.', {
+        observed: `no reply ${ms(performance.now() - firstAt)} after the frame's first byte (its last came ${EVERY * (cuts.length - 2)} ms after the first)`,
+        expected: 'DATA "done a big upload, arriving slowly"',
+        idea: 'a frame that completes within frameMs is served like any other',
+      });
+    }, { within: 1000 });
+    const [reply] = client.frames;
+    check(reply?.type === FrameType.DATA, 'A frame that was still arriving was taken for idleness.', {
+      observed: `while the frame's pieces came every ${EVERY} ms (idleMs ${IDLE}, frameMs 1000), the server ${fin.at !== undefined ? `hung up ${ms(fin.at - firstAt)} after the first piece` : 'stopped answering'}${reply ? `; it sent ${client.frames.map(describeFrame).join(', ')}` : ''}.\nThe server logged: ${logs.length ? logs.join('; ') : 'nothing'}`,
+      expected: 'DATA "done a big upload, arriving slowly": bytes arriving are not silence, whether or not they complete a frame',
+      idea: 'the idle clock restarts on every byte in or out (socket.setTimeout() does this), not only when a whole frame arrives or a reply goes out',
+    });
+  });
+
+  test("maxBudgetMs caps every request's budget", async () => {
+    const MAX = 80;
+    const { work, calls } = downstream((r) => (r === 'greedy' ? 1000 : 20));
+    const server = await start({ work, maxBudgetMs: MAX });
+    const client = await h.connect(server.port);
+    const sent = performance.now();
+    client.send(FrameType.DATA, request(60_000, 'greedy'));
+    const capped = {
+      expected: `ERROR "TIMEOUT ..." about ${MAX} ms after the request`,
+      idea: "a client does not get to hold the server for as long as it likes: its budget is capped by the server's own maximum",
+    };
+    await eventually(() => {
+      if (client.frames.length >= 1) return;
+      fail('A budget above maxBudgetMs was not capped.', { observed: `a request with a budget of 60000 ms (maxBudgetMs ${MAX}), for work of 1 s: no reply ${ms(performance.now() - sent)} later`, ...capped });
+    }, { within: MAX + 150 });
+    const first = client.frames[0]!;
+    const after = performance.now() - sent;
+    check(first.type === FrameType.ERROR, 'A budget above maxBudgetMs was not capped.', {
+      observed: `a request with a budget of 60000 ms (maxBudgetMs ${MAX}), for work of 1 s: the reply, ${describeFrame(first)}, came after ${ms(after)}`,
+      ...capped,
+    });
+    // Later requests get the same cap, counted from their own arrival.
+    client.send(FrameType.DATA, request(60_000, 'modest'));
+    const replies = await client.waitForFrames(2, 'the reply to a second request');
+    check(replies[1]!.type === FrameType.DATA, 'A later request was cut off by an earlier request\'s cap.', {
+      observed: `a second request (20 ms of work), sent ${ms(performance.now() - sent)} after the first, got ${describeFrame(replies[1]!)}; its work ${calls[1]?.abortedAfterMs !== undefined ? `saw its signal abort after ${calls[1].abortedAfterMs} ms (${calls[1].reason})` : calls[1] ? 'finished' : 'was never called'}`,
+      expected: 'DATA "done modest": the cap is per request, like the budget it caps',
+      idea: 'an AbortSignal.timeout() made once (per server or per connection) runs out once, for everyone after it: make one per request',
+    });
+  });
+
   test('stop() aborts the work in flight', async () => {
     const { work, calls } = downstream(() => 1000);
     const server = await start({ work });
-    const client = await h.connect(server.port);
+    // A client that keeps its side open after the server's FIN: the connection cannot close
+    // by itself, so only the shutdown signal can stop the work.
+    const client = await h.connect(server.port, { allowHalfOpen: true });
     client.send(FrameType.DATA, request(5000, 'long job'));
     await eventually(() => {
       check(server.requests.started === 1, 'The request never started.', {
@@ -214,14 +312,99 @@ describe('baseline: a request/response server with budgets', () => {
       });
     }, { within: 1000 });
     const t0 = performance.now();
-    await server.stop();
-    const took = performance.now() - t0;
-    check(took < 800 && server.requests.aborted === 1 && server.requests.completed === 0, 'stop() waited for the work instead of stopping it.', {
-      observed: `stop() took ${ms(took)}; counters: ${counters(server.requests)}; the work ${calls[0]?.reason ? `was aborted (${calls[0].reason})` : 'was not aborted'}`,
-      expected: 'stop() resolves at once, the work is aborted (aborted 1, completed 0)',
-      idea: 'a shutdown signal joins every request\'s signal, so stopping the server stops its work',
-    });
+    const stopPromise = server.stop();
+    const stopping = watchPromise(stopPromise);
+    await eventually(() => {
+      check(server.requests.aborted === 1 && server.requests.completed === 0, 'stop() left the work running.', {
+        observed: `${ms(performance.now() - t0)} after stop(), while the client was still connected: ${counters(server.requests)}; the work ${calls[0]?.reason ? `was aborted (${calls[0].reason})` : 'was not aborted'}`,
+        expected: 'the work is aborted at once (aborted 1, completed 0), whether or not its connection has closed yet',
+        idea: "a shutdown signal joins every request's signal, so stopping the server stops its work; a connection's close may come much later, or never",
+      });
+    }, { within: 200 });
+    // Now let the connection finish: stop() resolves once it has closed.
+    client.end();
     await client.waitClosed('stop() ends every connection');
+    const stopped = await settleWithin(stopPromise, 1000);
+    check(stopped.done, 'stop() did not resolve after its last connection closed.', {
+      observed: `stop() is still ${stopping.state} ${ms(performance.now() - t0)} after it was called`,
+      expected: 'stop() resolves once every connection has closed',
+      idea: "server.close()'s callback runs when the last connection is gone",
+    });
+  });
+  test('a client that keeps reading is never cut off by the write deadline', async () => {
+    const WRITE = 60;
+    const big = Buffer.alloc(200_000, 0x62);
+    const { work } = downstream(() => 0);
+    // Small replies, and a big one that write() takes only in part (it returns false).
+    const server = await start({ work: (req, signal, budget) => (req.toString() === 'big' ? Promise.resolve(big) : work(req, signal, budget)), writeMs: WRITE });
+    const client = await h.connect(server.port);
+    const closed = closeTime(client);
+    // Two PINGs and two requests in one packet: several replies are written in the same
+    // tick, before the kernel has confirmed any of them.
+    const batch = () => Buffer.concat([encode(FrameType.PING, 'a'), encode(FrameType.PING, 'b'), encode(FrameType.DATA, request(1000, 'one')), encode(FrameType.DATA, request(1000, 'big'))]);
+    const t0 = performance.now();
+    const stillOpen = () => check(!client.closed && !client.ended && server.connections === 1, 'A client that read every reply was cut off by the write deadline.', {
+      observed: `every reply was read as soon as it arrived (${client.frames.length} frames), yet the connection ${closed.at !== undefined ? `closed ${ms(closed.at - t0)} after the first requests` : client.ended ? 'was ended by the server' : 'is gone on the server'} (writeMs ${WRITE})`,
+      expected: 'the connection stays open: each write deadline ends when the kernel takes its bytes',
+      idea: "clear a write's deadline in that write's own callback; a timer kept in one variable for all writes, or cleared only on 'drain' (which comes only after write() returned false), is left to fire on a healthy client",
+    });
+    client.socket.write(batch());
+    await client.waitForFrames(4, 'two PONGs and two replies');
+    // Well past the write deadline of every one of those replies, all long delivered.
+    await sleep(WRITE + 80);
+    stillOpen();
+    client.socket.write(batch());
+    await client.waitForFrames(8, 'two more PONGs and two more replies, a while later');
+    await sleep(WRITE + 80);
+    stillOpen();
+  });
+
+  test('requests leave no abort listeners behind', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => void (w.name === 'MaxListenersExceededWarning' && /abort listeners/.test(w.message) && warnings.push(w.message));
+    process.on('warning', onWarning);
+    h.defer(() => process.off('warning', onWarning));
+    const { work } = downstream(() => 0);
+    const server = await start({ work });
+    const client = await h.connect(server.port);
+    const N = 12;
+    for (let i = 0; i < N; i++) client.send(FrameType.DATA, request(1000, `r${i}`));
+    await client.waitForFrames(N, `${N} replies`);
+    // Node reports the warning on the next tick.
+    await new Promise((resolve) => setImmediate(resolve));
+    check(warnings.length === 0, "Each request added an 'abort' listener that stayed.", {
+      observed: `after ${N} requests on one connection, Node warned: ${warnings.join('; ')}`,
+      expected: 'no MaxListenersExceededWarning: what a request adds to a long-lived signal, it removes when it is done',
+      idea: "AbortSignal.any([...]) links signals without a listener per request; a hand-made link (addEventListener('abort', ...)) must be removed in finally, or every request leaves one on the connection's and the server's signals",
+    });
+  });
+
+  test('a client that leaves in the middle of a frame leaves no timer behind', async () => {
+    const { work } = downstream(() => 0);
+    // The default deadlines (seconds): a timer left scheduled would still be there below.
+    const server = await start({ work });
+    // Everything made from here on (the connection and all it arms) must be gone at the end.
+    const probe = new LeakProbe();
+    const client = await h.connect(server.port);
+    // A whole PING, then the first 10 bytes of a frame that announces 100: when the PONG
+    // is back, the server has read the start of the frame and its deadline is running.
+    const partial = encode(FrameType.DATA, request(1000, 'x'.repeat(95))).subarray(0, 10);
+    await client.write(Buffer.concat([encode(FrameType.PING), partial]));
+    await client.waitForFrames(1, 'a PONG');
+    client.destroy();
+    await eventually(() => {
+      check(server.connections === 0, 'The server did not notice that its client left.', {
+        observed: `${server.connections} connection(s) open after the client closed its socket`,
+        expected: "0: 'close' removes the connection",
+        idea: "'close' fires exactly once on every path (lesson 01)",
+      });
+    }, { within: 500 });
+    const leaks = await probe.settle(300);
+    check(!leaks.resources.has('Timeout'), 'A timer outlived the connection it was for.', {
+      observed: `the client left with a frame half sent; 300 ms after its connection closed, still alive: ${describeLeaks(leaks)} (${leaks.refTimers} of them ref'd)`,
+      expected: "no timer: 'close' clears every deadline the connection armed (the frame's, the writes', an idle timer of your own)",
+      idea: "a timer left scheduled fires later for a dead connection and keeps its socket in memory until then; unref() does not cancel it, clearTimeout() does",
+    });
   });
 });
 
@@ -232,20 +415,28 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
     const t0 = performance.now();
     const { work } = downstream(() => 0);
     const server = await start({ work, idleMs: IDLE, log: (line) => logs.push(`${ms(performance.now() - t0)}: ${line}`) });
-    const client = await h.connect(server.port);
-    const closed = closeTime(client);
+    // A peer that never answers FIN, like a client whose process hung or whose network
+    // vanished: a connection it is part of closes only if the server closes it for good.
+    const client = await h.connect(server.port, { allowHalfOpen: true });
+    const fin = finTime(client);
     const sent = performance.now();
     client.send(FrameType.DATA, request(1000, 'hello'));
     await client.waitForFrames(1, 'the reply to our request');
     const repliedAt = performance.now();
     await eventually(() => {
-      check(closed.at !== undefined, 'An idle connection was never closed.', {
-        observed: `no byte either way for ${ms(performance.now() - repliedAt)} after the reply, idleMs ${IDLE}: the connection is still open.\nThe server logged: ${logs.length ? logs.join('; ') : 'nothing'}`,
+      check(fin.at !== undefined || server.connections === 0, 'An idle connection was never closed.', {
+        observed: `no byte either way for ${ms(performance.now() - repliedAt)} after the reply, idleMs ${IDLE}: the server neither sent FIN nor closed the connection (${server.connections} open).\nThe server logged: ${logs.length ? logs.join('; ') : 'nothing'}`,
         expected: `the server closes the connection about ${IDLE} ms after the last byte`,
         idea: "socket.setTimeout() only emits 'timeout'; nothing closes until your handler calls end() or destroy()",
       });
     }, { within: IDLE + 150 });
-    const idleFor = closed.at! - sent;
+    const goneAt = await serverGone(server, 150, {
+      summary: 'The server said goodbye to an idle peer but kept the connection open.',
+      observed: () => `the server sent FIN ${ms(fin.at! - repliedAt)} after the reply, then waited ${ms(performance.now() - fin.at!)} for the peer's FIN, which never comes: the connection is still open on the server (${server.connections} open)`,
+      expected: 'the server side is gone right after the goodbye: destroy() once the ERROR has been flushed',
+      idea: "end() only sends FIN and waits for the peer's; a peer that has vanished never sends one: a deadline must destroy() the socket",
+    });
+    const idleFor = (fin.at ?? goneAt) - sent;
     check(idleFor >= IDLE - 2, 'The connection was closed before it had been idle for idleMs.', {
       observed: `closed ${ms(idleFor)} after our request (idleMs ${IDLE})`,
       expected: `no sooner than ${IDLE} ms after the last byte`,
@@ -259,63 +450,128 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
     });
   });
 
+  test('a connection that goes quiet after a long request is closed too', async () => {
+    const IDLE = 60;
+    const WORK = 150;
+    const logs: string[] = [];
+    const t0 = performance.now();
+    const { work } = downstream(() => WORK);
+    const server = await start({ work, idleMs: IDLE, log: (line) => logs.push(`${ms(performance.now() - t0)}: ${line}`) });
+    const client = await h.connect(server.port);
+    client.send(FrameType.DATA, request(1000, 'long job'));
+    await client.waitForFrames(1, `the reply to a ${WORK} ms job`);
+    const repliedAt = performance.now();
+    await eventually(() => {
+      check(client.ended || client.closed, 'A connection that went quiet after a long request was never closed.', {
+        observed: `a request took ${WORK} ms (longer than idleMs ${IDLE}); after its reply, no byte either way for ${ms(performance.now() - repliedAt)}, and the connection is still open.\nThe server logged: ${logs.length ? logs.join('; ') : 'nothing'}`,
+        expected: `the server closes the connection about ${IDLE} ms after the reply`,
+        idea: "the idle deadline is skipped while a request is in flight, and must start again once it is done: an idle check that fired during the work (and was ignored) is not re-armed by itself; the reply is activity, and the clock runs again from there",
+      });
+    }, { within: IDLE + 150 });
+  });
+
   test('a frame trickled byte by byte is cut off at the frame deadline', async () => {
     const IDLE = 80;
     const FRAME = 120;
     const EVERY = 20;
-    const { work } = downstream(() => 0);
+    const WORK = 400;
+    const { work, calls } = downstream((r) => (r === 'slow' ? WORK : 0));
     const server = await start({ work, idleMs: IDLE, frameMs: FRAME });
-    const client = await h.connect(server.port);
-    const closed = closeTime(client);
-    // A frame of 109 bytes: at one byte every 20 ms it would take over 2 s to arrive.
+    // A peer that never answers FIN: only a server that closes for good gets rid of it.
+    const client = await h.connect(server.port, { allowHalfOpen: true });
+    const fin = finTime(client);
+    // First a request that arrives in two pieces (its frame deadline starts and is met),
+    // and whose work takes a while: the connection is busy, not idle, during the trickle.
+    // (A whole PING ahead of the first piece: its PONG says the server has read that piece.)
+    const first = encode(FrameType.DATA, request(5000, 'slow'));
+    await client.write(Buffer.concat([encode(FrameType.PING), first.subarray(0, 6)]));
+    await client.waitForFrames(1, 'a PONG');
+    await client.write(first.subarray(6));
+    await eventually(() => {
+      check(server.requests.started === 1, 'The first request never started.', {
+        observed: `counters: ${counters(server.requests)}`,
+        expected: 'started 1',
+        idea: 'a DATA frame starts a request',
+      });
+    }, { within: 1000 });
+    // Then the second frame, of 109 bytes: at one byte every 20 ms it would take over 2 s.
     const bytes = encode(FrameType.DATA, request(1000, 'x'.repeat(100)));
     const t0 = performance.now();
     let sent = 0;
-    let last = t0;
-    let longestGap = 0;
     while (!client.ended && !client.closed && sent < bytes.length && performance.now() - t0 < FRAME + 160) {
       client.socket.write(bytes.subarray(sent, sent + 1));
       sent++;
       await sleep(EVERY);
-      const now = performance.now();
-      longestGap = Math.max(longestGap, now - last);
-      last = now;
     }
     await eventually(() => {
-      check(closed.at !== undefined, 'A client trickling one byte at a time kept its connection open.', {
-        observed: `we sent ${sent} of the frame's ${bytes.length} bytes, one every ${EVERY} ms, over ${ms(performance.now() - t0)}; the connection is still open. Each byte restarted the ${IDLE} ms idle timer, so it never fired`,
-        expected: `the server gives up on the frame about ${FRAME} ms (frameMs) after its first byte`,
-        idea: 'an idle timer measures silence, not progress: a frame needs its own deadline from its first byte to its last',
+      check(fin.at !== undefined || server.connections === 0, 'A client trickling one byte at a time kept its connection open.', {
+        observed: `a first request arrived whole (its work takes ${WORK} ms and is ${calls[0]?.finished ? 'done' : 'still running'}); then we sent ${sent} of the next frame's ${bytes.length} bytes, one every ${EVERY} ms, over ${ms(performance.now() - t0)}; the connection is still open. Each byte restarted the ${IDLE} ms idle timer, so it never fired`,
+        expected: `the server gives up on the frame about ${FRAME} ms (frameMs) after its first byte, busy or not, second frame or first`,
+        idea: 'an idle timer measures silence, not progress: every frame needs its own deadline from its first byte to its last (start a fresh one for each frame), and a request in flight does not excuse a frame that is not arriving',
       });
     }, { within: 30 });
-    const after = closed.at! - t0;
-    // If our own loop stalled longer than the idle timeout, the idle timer may fairly have won.
-    const earliest = longestGap >= IDLE - 5 ? IDLE - 2 : FRAME - 2;
-    check(after >= earliest && after <= FRAME + 190, 'The frame deadline fired at the wrong time.', {
-      observed: `closed ${ms(after)} after the frame's first byte (frameMs ${FRAME}, idleMs ${IDLE}, longest gap between our bytes ${ms(longestGap)})`,
-      expected: `between ${earliest} and ${FRAME + 190} ms after the first byte`,
-      idea: 'the frame deadline starts with a frame\'s first byte and ends with its last',
+    const goneAt = await serverGone(server, 150, {
+      summary: 'The server gave up on a trickled frame but kept the connection open.',
+      observed: () => `the server sent FIN ${ms(fin.at! - t0)} after the frame's first byte, then waited ${ms(performance.now() - fin.at!)} for the peer's FIN, which never comes: the connection is still open on the server (${server.connections} open)`,
+      expected: 'the server side is gone right after the goodbye',
+      idea: "end() only sends FIN and waits for the peer's; a slowloris client simply never sends one: giving up means destroy()",
+    });
+    const after = (fin.at ?? goneAt) - t0;
+    check(after >= FRAME - 2 && after <= FRAME + 190, 'The frame deadline fired at the wrong time.', {
+      observed: `closed ${ms(after)} after the frame's first byte (frameMs ${FRAME}, idleMs ${IDLE})`,
+      expected: `between ${FRAME - 2} and ${FRAME + 190} ms after the first byte`,
+      idea: "the frame deadline starts with a frame's first byte and ends with its last",
     });
   });
 
   test('a client that never reads is disconnected at the write deadline', async () => {
-    const WRITE = 100;
+    const WRITE = 200;
+    const FIRST = 5;
     const REPLIES = 9;
+    const EVERY = 25;
     const big = Buffer.alloc(1_000_000, 0x61);
     const server = await start({ work: async () => big, writeMs: WRITE });
-    const client = await h.connect(server.port);
-    // A paused client never sees the server's FIN: end it ourselves after the test.
-    h.defer(() => client.destroy());
-    client.socket.pause();
-    const t0 = performance.now();
-    for (let i = 0; i < REPLIES; i++) client.send(FrameType.DATA, request(5000, `chunk ${i}`));
+    // A plain socket that only counts bytes (the recording client decodes every frame:
+    // too slow for megabytes against a deadline).
+    const socket = net.connect({ port: server.port, host: '127.0.0.1', noDelay: true });
+    h.defer(() => socket.destroy());
+    socket.on('error', () => {}); // the server resets us: that is the point
+    await once(socket, 'connect');
+    let received = 0;
+    socket.on('data', (chunk: Buffer) => void (received += chunk.length));
+    // First the client reads 5 replies of 1 MB in full. They are written in one go, more
+    // than loopback absorbs at first (about 3 MB), so the last writes stall for a moment,
+    // then go through as we read: their deadlines must end, and the next stall get one of
+    // its own.
+    const firstAt = performance.now();
+    const replyBytes = encode(FrameType.DATA, big).length;
+    socket.write(Buffer.concat(Array.from({ length: FIRST }, (_, i) => encode(FrameType.DATA, request(5000, `read ${i}`)))));
     await eventually(() => {
-      check(server.connections === 0, 'A client that reads nothing kept its connection, and the server\'s memory, for good.', {
-        observed: `${REPLIES} replies of 1 MB to a client that reads nothing: ${ms(performance.now() - t0)} later the connection is still open (${server.connections} open). Loopback absorbs about 3.7 MB; the rest waits in the server's memory, and would wait for ever`,
-        expected: `the server destroys the connection about ${WRITE} ms (writeMs) after a write stops making progress`,
-        idea: "socket.write() never fails against a peer that stops reading, it only queues: a write callback that does not come within the deadline means the peer is stuck",
+      check(received === FIRST * replyBytes, `The client did not get its ${FIRST} replies of 1 MB.`, {
+        observed: `${received} of ${FIRST * replyBytes} bytes arrived in ${ms(performance.now() - firstAt)}, reading as fast as we can${server.connections === 0 ? '; then the server closed the connection' : ''}`,
+        expected: 'every byte: a client that reads is never cut off',
+        idea: "a write deadline is on progress: a client that is reading is making progress, however much is queued",
       });
-    }, { within: WRITE + 250 });
+    }, { within: 2000 });
+    const readIn = performance.now() - firstAt;
+    // Then it stops reading for good, but keeps talking: it asks for 9 MB at once, and for
+    // one more MB every 25 ms (more than the kernel can absorb, however its buffers grew).
+    socket.pause();
+    const t0 = performance.now();
+    let asked = 0;
+    const ask = () => socket.write(encode(FrameType.DATA, request(5000, `chunk ${asked++}`)));
+    for (let i = 0; i < REPLIES; i++) ask();
+    while (server.connections > 0 && !socket.destroyed && performance.now() - t0 < WRITE + 250) {
+      await sleep(EVERY);
+      ask();
+    }
+    await eventually(() => {
+      check(server.connections === 0, "A client that reads nothing kept its connection, and the server's memory, for good.", {
+        observed: `the client read ${FIRST} replies of 1 MB (in ${ms(readIn)}), then stopped reading but went on asking: ${asked} more replies of 1 MB, ${REPLIES} at once, then one every ${EVERY} ms. ${ms(performance.now() - t0)} later the connection is still open (${server.connections} open). Loopback absorbs a few MB; the rest waits in the server's memory, and would wait for ever`,
+        expected: `the server destroys the connection about ${WRITE} ms (writeMs) after a write stops making progress`,
+        idea: "socket.write() never fails against a peer that stops reading, it only queues: give every write its own deadline, cleared only by that write's callback (not by bytes the peer sends: a peer can talk without reading), and arm it for every stall, not just the first",
+      });
+    }, { within: 30 });
     const after = performance.now() - t0;
     check(after >= WRITE - 2, 'The write deadline fired too soon.', {
       observed: `the connection was gone ${ms(after)} after the requests (writeMs ${WRITE})`,
@@ -328,29 +584,61 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
     const WORK = 150;
     const { work, calls } = downstream(() => WORK);
     const server = await start({ work });
-    const client = await h.connect(server.port);
-    client.send(FrameType.DATA, request(2000, 'monthly report'));
+    // Three clients with a request each: one stays, one hangs up (FIN), one resets (RST).
+    // The one that hangs up has a second request waiting behind its first.
+    const stays = await h.connect(server.port);
+    const hangsUp = await h.connect(server.port);
+    const resets = await h.connect(server.port);
+    stays.send(FrameType.DATA, request(2000, 'stays'));
+    hangsUp.send(FrameType.DATA, request(2000, 'hangs up'));
+    hangsUp.send(FrameType.DATA, request(2000, 'queued'));
+    resets.send(FrameType.DATA, request(2000, 'resets'));
     await eventually(() => {
-      check(server.requests.started === 1, 'The request never started.', {
+      check(server.requests.started === 3, 'The requests never started.', {
         observed: `counters: ${counters(server.requests)}`,
-        expected: 'started 1',
+        expected: 'started 3 (one per client)',
         idea: 'a DATA frame starts a request',
       });
     }, { within: 1000 });
-    // The client gives up (its own timeout, a user closing the app): it hangs up.
+    const call = (name: string) => calls.find((c) => c.request === name);
+    const fate = (name: string) => {
+      const c = call(name);
+      if (!c) return 'never started';
+      if (c.abortedAfterMs !== undefined) return `aborted after ${c.abortedAfterMs} ms (${c.reason})`;
+      return c.finished ? `ran its full ${WORK} ms` : 'still running';
+    };
+    // The clients give up (their own timeout, a user closing the app): they hang up.
     const leftAt = performance.now();
-    client.destroy();
+    hangsUp.destroy();
+    resets.reset();
     await eventually(() => {
-      check(server.requests.aborted === 1 && server.requests.completed === 0, 'The work went on for a client that had gone (a phantom request).', {
-        observed: `${ms(performance.now() - leftAt)} after the client hung up: ${counters(server.requests)}; the work ${calls[0]?.finished ? `ran its full ${WORK} ms for nobody` : calls[0]?.abortedAfterMs !== undefined ? `was aborted after ${calls[0].abortedAfterMs} ms` : 'is still running'}`,
-        expected: 'aborted 1, completed 0: the work learns the client left and stops',
-        idea: "abort a per-connection AbortController in 'close' and include its signal in every request's AbortSignal.any([...])",
+      check(call('hangs up')?.abortedAfterMs !== undefined && call('resets')?.abortedAfterMs !== undefined, 'The work went on for a client that had gone (a phantom request).', {
+        observed: `${ms(performance.now() - leftAt)} after two clients left: the work for the one that hung up (FIN) ${fate('hangs up')}; for the one that reset (RST) ${fate('resets')}; counters: ${counters(server.requests)}`,
+        expected: 'both aborted at once: the work learns its client left, however it left',
+        idea: "abort a per-connection AbortController in 'close' (it fires on every path: FIN, reset, error; 'end' fires only for a FIN) and include its signal in every request's AbortSignal.any([...])",
       });
-    }, { within: WORK + 50 });
-    check(calls[0]?.abortedAfterMs !== undefined && calls[0].abortedAfterMs < WORK, 'The work did not see its signal abort.', {
-      observed: `the work's call: ${JSON.stringify(calls[0])}`,
-      expected: 'the signal handed to the work aborts when the client leaves',
-      idea: 'a give-up only helps if it reaches the code doing the work',
+    }, { within: WORK + 100 });
+    await eventually(() => {
+      check(call('stays')?.finished === true, 'A client that stayed lost its request when other clients left.', {
+        observed: `the work for the client that stayed ${fate('stays')}, ${ms(performance.now() - leftAt)} after two other clients left`,
+        expected: `it runs its ${WORK} ms and its client gets DATA "done stays": other clients leaving is none of its business`,
+        idea: 'the "client gone" signal belongs to one connection: make its AbortController inside the connection handler, not once for the whole server',
+      });
+    }, { within: WORK + 200 });
+    const [reply] = await stays.waitForFrames(1, 'the reply for the client that stayed');
+    check(reply!.type === FrameType.DATA && reply!.body.toString() === 'done stays', 'The client that stayed got the wrong reply.', {
+      observed: `its reply: ${describeFrame(reply!)}`,
+      expected: 'DATA "done stays"',
+      idea: 'work that completes is answered',
+    });
+    // Whether a turn that comes after the client left skips the work or starts it with a
+    // signal that has already aborted, no work may run for it: this downstream, like
+    // fetch() or timers/promises, gives up at once on an aborted signal.
+    const queued = call('queued');
+    check(!queued?.finished && (queued?.abortedAfterMs ?? 0) <= 50, 'A request queued behind one whose client left still ran.', {
+      observed: `the client that hung up had a second request waiting its turn; after the client left, its work ${fate('queued')}`,
+      expected: 'never started, or started with a signal that had already aborted: its client is gone, so nobody will read the answer',
+      idea: "the request's signal must include the connection's \"client gone\" signal from the start, so a turn that comes after the client left is already aborted",
     });
   });
 
@@ -370,13 +658,21 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
   });
 
   test('a request that waited its turn gets only what is left of its budget', async () => {
+    const SLOW = 250;
     const BUDGET = 300;
-    const { work, calls } = downstream((r) => (r === 'slow' ? 100 : 0));
+    const EXPIRED = 100;
+    const { work, calls } = downstream((r) => (r === 'slow' ? SLOW : r === 'next' ? 1000 : 0));
     const server = await start({ work });
     const client = await h.connect(server.port);
+    // Three requests at once. The second waits about 250 ms behind the first, so about
+    // 50 ms of its 300 ms budget are left when its turn comes; the third's 100 ms budget
+    // is spent before its turn comes at all.
+    const t0 = performance.now();
     client.send(FrameType.DATA, request(5000, 'slow'));
     client.send(FrameType.DATA, request(BUDGET, 'next'));
-    await client.waitForFrames(2, 'two replies');
+    client.send(FrameType.DATA, request(EXPIRED, 'expired'));
+    const replies = await client.waitForFrames(2, 'replies to the first two requests');
+    const secondAt = performance.now() - t0;
     const [first, second] = calls;
     // Whole ms, rounded up: the bound below is then exact arithmetic on the numbers shown.
     const waited = second && first ? Math.ceil(second.startedAt - first.startedAt) : NaN;
@@ -386,6 +682,19 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
       observed: `the second request (budget ${BUDGET} ms) waited ${waited} ms behind the first; the downstream was given ${second?.budgetMs} ms`,
       expected: `at most ${most} ms (the ${BUDGET} ms budget - ${waited} ms already waited + 20 ms slack): the budget runs from the moment the request arrived`,
       idea: 'a budget is relative to when it was received; time spent queued is spent',
+    });
+    const timeout = (f: { type: number; body: Buffer } | undefined) => f?.type === FrameType.ERROR && f.body.toString().startsWith('TIMEOUT');
+    check(timeout(replies[1]) && secondAt >= BUDGET - 2 && secondAt <= BUDGET + 150, "A request that waited in line was given its whole budget again when its turn came.", {
+      observed: `the second request (budget ${BUDGET} ms, work that would take 1 s) waited ${waited} ms; its reply, ${describeFrame(replies[1]!)}, came ${ms(secondAt)} after it was sent`,
+      expected: `ERROR "TIMEOUT ..." between ${BUDGET - 2} and ${BUDGET + 150} ms after it was sent: the caller stops waiting then`,
+      idea: "the request's AbortSignal.timeout() gets what is left of the budget when its turn comes (budget - time waited), not the whole budget again",
+    });
+    const all = await client.waitForFrames(3, 'the reply to the third request');
+    const third = calls.find((c) => c.request === 'expired');
+    check(timeout(all[2]) && third === undefined, 'A request whose budget ran out while it waited still went to the downstream.', {
+      observed: `the third request (budget ${EXPIRED} ms) waited about ${ms(secondAt)} for its turn; its reply: ${describeFrame(all[2]!)}; the downstream ${third ? `was called with a budget of ${third.budgetMs} ms` : 'was not called'}`,
+      expected: 'ERROR "TIMEOUT ..." at once, and no call downstream: nothing is left of the budget',
+      idea: 'when nothing is left of a budget (leftMs <= 0), answer TIMEOUT without starting the work: a call with 0 ms to spare costs the downstream and helps nobody',
     });
   });
 });

@@ -2,12 +2,13 @@
 // about two intervals, never drops a live one, and its timer dies with its connection.
 // Both ends run one: the server pings its clients, the client pings its server.
 import net from 'node:net';
+import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'vitest';
 import { startHeartbeatServer } from '#target/04-heartbeat/server.ts';
 import { connectHeartbeatClient, type HeartbeatClientOptions } from '#target/04-heartbeat/client.ts';
 import {
-  check, describeLeaks, encode, eventually, FrameType, gate, LeakProbe, ReferenceDecoder, startFaultProxy, useHarness,
+  check, describeLeaks, encode, eventually, fail, FrameType, gate, LeakProbe, LessonFailure, ReferenceDecoder, startFaultProxy, useHarness,
   withTimeline, type Frame, type TestClient,
 } from '../runtime/harness/index.ts';
 
@@ -21,6 +22,8 @@ const SLACK = 150;
 
 /** How many PINGs a live client must survive: two whole windows. */
 const KEEP_PINGS = 4;
+/** How many frozen clients the server must drop together. */
+const FROZEN = 8;
 
 const ms = (n: number) => `${Math.round(n)} ms`;
 const since = (t: number) => performance.now() - t;
@@ -41,6 +44,8 @@ interface Peer {
   /** When this peer last wrote anything. */
   lastWriteAt: number;
   answering: boolean;
+  /** Decides when the n-th PING (from 1) is answered: call `pong()` now, later, or never. Default: at once. */
+  onPing?: (n: number, pong: () => void) => void;
   send(type: number, body?: string): void;
 }
 
@@ -67,10 +72,44 @@ async function connectPeer(port: number): Promise<Peer> {
     for (const frame of frames) {
       if (frame.type !== FrameType.PING) continue;
       peer.pingsAt.push(performance.now());
-      if (peer.answering) peer.send(FrameType.PONG, frame.body.toString());
+      const body = frame.body.toString();
+      const pong = () => {
+        if (peer.answering && !client.closed) peer.send(FrameType.PONG, body);
+      };
+      if (peer.onPing) peer.onPing(peer.pingsAt.length, pong);
+      else pong();
     }
+    if (frames.length) pinged.emit('ping');
   });
   return peer;
+}
+
+/** Who is told when any peer receives a PING (so a test can act on one, not poll for it). */
+const pinged = new EventEmitter().setMaxListeners(0); // one listener per peer waiting
+
+/** Resolves when `peer` receives its next PING, or fails once `within` ms pass without one. */
+async function nextPing(peer: Peer, within = INTERVAL + SLACK + 500): Promise<void> {
+  const seen = peer.pingsAt.length;
+  await new Promise<void>((resolve, reject) => {
+    const onPing = () => {
+      if (peer.pingsAt.length === seen) return;
+      done();
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new LessonFailure('The server stopped pinging.', {
+        observed: `no PING in ${within} ms${peer.client.closed ? '; the server closed the connection' : ''}`,
+        expected: `a PING every ${INTERVAL} ms`,
+        idea: 'the server pings each client on a schedule; the answers are how it knows the client is there',
+      }));
+    }, within);
+    const done = () => {
+      clearTimeout(timer);
+      pinged.off('ping', onPing);
+    };
+    pinged.on('ping', onPing);
+  });
 }
 
 /** Waits for the server's `count`-th PING, or fails at once if the server closed the connection. */
@@ -83,6 +122,19 @@ async function waitForPings(peer: Peer, count: number, since0: number) {
       idea: 'the server pings each client on a schedule; the answers are how it knows the client is there',
     }));
   }, { within: count * INTERVAL + SLACK + 1000 });
+}
+
+const NOT_YET = new Error('not yet');
+
+/** Polls `done` until it holds or `within` ms pass; says which. (A crash caught meanwhile still fails the test.) */
+async function waitUntil(done: () => boolean, within: number): Promise<boolean> {
+  return eventually(() => {
+    if (!done()) throw NOT_YET;
+    return true;
+  }, { within: Math.max(0, within) }).catch((err: unknown) => {
+    if (err === NOT_YET) return false;
+    throw err;
+  });
 }
 
 /** Waits until the server holds `count` connections (its connection handler has run for each). */
@@ -220,6 +272,62 @@ function recordKeepAlive() {
   return calls;
 }
 
+/** A socket some server accepted during this test, with what it looked like then, and when it closed. */
+interface Accepted {
+  socket: net.Socket;
+  /** The port it was accepted on (the server's), and the peer's port. */
+  localPort: number | undefined;
+  remotePort: number | undefined;
+  closedAt: number | undefined;
+}
+
+/**
+ * Records every socket a server accepts from now until the test ends. The lesson keeps its
+ * sockets to itself; this lets a test see whether the server's side of a connection is
+ * really gone (destroyed), or merely ended (FIN sent, waiting for the peer's).
+ */
+function watchAccepted(): Accepted[] {
+  const accepted: Accepted[] = [];
+  const proto = net.Server.prototype as { emit: (event: string | symbol, ...args: unknown[]) => boolean };
+  const emit = proto.emit;
+  proto.emit = function (this: net.Server, event, ...args) {
+    if (event === 'connection') {
+      const socket = args[0] as net.Socket;
+      const entry: Accepted = { socket, localPort: socket.localPort, remotePort: socket.remotePort, closedAt: undefined };
+      socket.once('close', () => (entry.closedAt = performance.now()));
+      accepted.push(entry);
+    }
+    return emit.call(this, event, ...args);
+  };
+  h.defer(() => void delete (net.Server.prototype as { emit?: unknown }).emit);
+  return accepted;
+}
+
+/** Records every socket that connects out to `port` from now until the test ends (the lesson's client keeps its socket to itself). */
+function watchConnecting(port: number): net.Socket[] {
+  const sockets: net.Socket[] = [];
+  const proto = net.Socket.prototype as { connect: (...args: unknown[]) => net.Socket };
+  const connect = proto.connect;
+  proto.connect = function (this: net.Socket, ...args) {
+    // net.connect() passes its arguments normalized, as an array.
+    const first = Array.isArray(args[0]) ? (args[0] as unknown[])[0] : args[0];
+    const target = typeof first === 'object' && first !== null ? (first as { port?: unknown }).port : first;
+    if (Number(target) === port) sockets.push(this);
+    return connect.apply(this, args);
+  };
+  h.defer(() => void (proto.connect = connect));
+  return sockets;
+}
+
+/** The idea behind a timer that outlived its connection: unref'd (so still scheduled), or never cleared. */
+function timerIdea(leaks: { refTimers: number; resources: Map<string, number> }, otherwise: string): string {
+  const timers = leaks.resources.get('Timeout') ?? 0;
+  if (timers > 0 && leaks.refTimers === 0) {
+    return "unref() is not clearInterval(): an unref'd timer no longer keeps the process alive, but it still fires every interval for ever and keeps what it watches in memory; clear it when that ends ('close' for a connection's pinger, stop() for a shared sweep)";
+  }
+  return otherwise;
+}
+
 // ---------------------------------------------------------------------------------------
 
 describe('baseline: the server pings, answers and echoes', () => {
@@ -227,11 +335,19 @@ describe('baseline: the server pings, answers and echoes', () => {
     const server = await startServer();
     const t0 = performance.now();
     const peer = await connectPeer(server.port);
-    await waitForPings(peer, 2, t0);
-    const second = peer.pingsAt[1]! - t0;
-    check(second >= 2 * INTERVAL - 2, 'The server pings faster than its interval.', {
-      observed: `the 2nd PING arrived ${ms(second)} after connecting`,
-      expected: `no sooner than 2 × ${INTERVAL} ms`,
+    await waitForPings(peer, 3, t0);
+    check(!peer.client.closed, 'The server dropped a client that answered every PING.', {
+      observed: `the connection closed ${ms(peer.client.closedAfterMs ?? since(t0))} after connecting, after ${peer.pingsAt.length} PING(s), each answered at once`,
+      expected: `still connected, and a PING every ${INTERVAL} ms`,
+      idea: 'a client that answers is alive: the heartbeat must never drop it',
+    });
+    // Measured between PINGs, not from connecting: a server that sweeps all its clients on
+    // one shared timer sends the first PING any time within the first interval. (Averaged
+    // over two gaps, with room: on a busy machine a PING read late makes the next gap short.)
+    const gap = (peer.pingsAt[2]! - peer.pingsAt[0]!) / 2;
+    check(gap >= 0.8 * INTERVAL, 'The server pings faster than its interval.', {
+      observed: `PINGs ${ms(gap)} apart on average (the first three)`,
+      expected: `one per interval, ${INTERVAL} ms apart (give or take the timers)`,
       idea: 'one PING per interval: the heartbeat costs little, however many clients there are',
     });
   });
@@ -263,11 +379,33 @@ describe('baseline: the server pings, answers and echoes', () => {
     }, { within: 1000 });
   });
 
-  test('live clients are kept: one that only answers PINGs, one that uploads and answers late', async () => {
+  test('live clients are kept: one that only answers PINGs, one whose answer is late once, one that uploads and answers late', async () => {
     const server = await startServer();
     const t0 = performance.now();
     const quiet = await connectPeer(server.port);
     const busy = await connectPeer(server.port);
+    // One hiccup (a GC pause in the client): it answers the 1st PING half an interval late,
+    // and the 2nd only when the 3rd arrives. Its longest silence is 1.5 intervals, well
+    // inside the window, but it spans one whole interval from PING to PING. (On a server of
+    // its own with twice the interval, so that a server measuring silence by the clock,
+    // without the stall guard, keeps a margin of 50 ms however busy the machine.)
+    const HICCUP_INTERVAL = 2 * INTERVAL;
+    const slow = await startServer({ intervalMs: HICCUP_INTERVAL });
+    const hiccup = await connectPeer(slow.port);
+    let held: (() => void) | undefined;
+    let hiccupClosedAt = Infinity;
+    hiccup.client.socket.once('close', () => (hiccupClosedAt = performance.now()));
+    const late = new Set<NodeJS.Timeout>();
+    h.defer(() => late.forEach(clearTimeout));
+    hiccup.onPing = (n, pong) => {
+      if (n === 1) late.add(setTimeout(pong, HICCUP_INTERVAL / 2));
+      else if (n === 2) held = pong;
+      else {
+        held?.();
+        held = undefined;
+        pong();
+      }
+    };
     // An upload: DATA twice per interval, while the PONGs wait behind it.
     busy.answering = false;
     let chunks = 0;
@@ -279,12 +417,18 @@ describe('baseline: the server pings, answers and echoes', () => {
     h.defer(() => clearInterval(upload));
     await waitForPings(quiet, KEEP_PINGS, t0);
     await waitForPings(busy, KEEP_PINGS, t0);
+    await waitForPings(hiccup, 3, t0);
     clearInterval(upload);
     check(!quiet.client.closed, 'The server dropped a client that answered every PING.', {
       observed: `the connection closed ${ms(quiet.client.closedAfterMs ?? since(t0))} after connecting; the client had answered ${quiet.pingsAt.length} PING(s), each at once`,
       expected: `still connected after ${KEEP_PINGS * INTERVAL} ms: a client that answers is alive, even if it has nothing else to say`,
       idea: `the window (${WINDOW} ms) spans two intervals, so a live client always has a PONG inside it`,
     });
+    check(!hiccup.client.closed, 'The server dropped a client whose answer came late once.', () => ({
+      observed: `with an interval of ${HICCUP_INTERVAL} ms, the connection closed ${ms(hiccupClosedAt - t0)} after connecting, ${ago(hiccupClosedAt - hiccup.lastWriteAt)} after the client's last PONG; it had answered PING 1 ${HICCUP_INTERVAL / 2} ms late and was holding its answer to PING 2 until PING 3 came (${hiccup.pingsAt.length} PING(s) received)`,
+      expected: `still connected: its longest silence, ${ms(1.5 * HICCUP_INTERVAL)}, is well inside the window (${2 * HICCUP_INTERVAL} ms)`,
+      idea: `a window of one interval ("nothing since my last PING: gone") leaves no room for one late answer, so a GC pause or a busy event loop gets a live client dropped. The window spans two intervals: drop a client once it has been silent that long`,
+    }));
     check(!busy.client.closed, 'The server dropped a client that was sending DATA all along.', {
       observed: `the connection closed ${ms(busy.client.closedAfterMs ?? since(t0))} after connecting; the client had sent ${chunks} DATA frame(s), one every ${INTERVAL / 2} ms, and answered none of ${busy.pingsAt.length} PING(s) yet`,
       expected: 'still connected: a client whose bytes keep arriving is alive',
@@ -365,7 +509,22 @@ describe('baseline: the server pings, answers and echoes', () => {
     check(leaks.resources.size === 0, 'Something of a client that said goodbye is still alive.', {
       observed: `still alive beyond the running server: ${describeLeaks(leaks)}`,
       expected: 'nothing: no socket, no ping timer',
-      idea: 'the ping timer belongs to its connection and dies with it',
+      idea: timerIdea(leaks, 'the ping timer belongs to its connection and dies with it'),
+    });
+  });
+
+  test('a stopped server leaves no timer behind', async () => {
+    const probe = new LeakProbe();
+    const server = await startServer();
+    const peer = await connectPeer(server.port);
+    await nextPing(peer); // the heartbeat is running
+    await server.stop();
+    await peer.client.waitClosed('stop() ends the connection');
+    const leaks = await probe.settle(300);
+    check(!leaks.resources.has('Timeout'), 'A timer of the server outlived stop().', {
+      observed: `stop() resolved and its only client is gone, yet still alive: ${describeLeaks(leaks)}`,
+      expected: 'nothing: no per-connection pinger, no shared sweep',
+      idea: timerIdea(leaks, "whatever timer the heartbeat runs dies with what it watches: a connection's in 'close', a shared sweep in stop()"),
     });
   });
 });
@@ -384,39 +543,119 @@ describe('noticing a dead peer: the server', () => {
     }));
   });
 
-  test('a frozen client and a half-open one are dropped once silent for the window', async () => {
+  test('silent clients are dropped once silent for the window: frozen, half-open, never heard from, among live ones', async () => {
+    const accepted = watchAccepted();
     const server = await startServer();
     const proxy = h.track(await startFaultProxy({ upstreamPort: server.port }));
-    const t0 = performance.now();
-    const frozen = await connectPeer(server.port);
+    const probe = new LeakProbe();
+    // A live client that answers every PING throughout: each client has its own silence.
+    const live = await connectPeer(server.port);
+    // One that connects and never sends a byte (it died right after the handshake).
+    const muteSince = performance.now();
+    const mute = await h.connect(server.port);
+    mute.socket.pause();
+    // Several frozen ones (their process reads and writes nothing more, but their kernel
+    // still ACKs our PINGs), and one cut off (the path dies: no byte, FIN or RST gets
+    // through, either way). Many, because a check that stops at the first dead client is
+    // right for one and wrong for many.
+    const frozen = await Promise.all(Array.from({ length: FROZEN }, () => connectPeer(server.port)));
     const cutOff = await connectPeer(proxy.port);
     // After the test, stop the proxy first: both sides see FIN, nothing waits on the blackhole.
     h.defer(() => proxy.stop());
-    h.defer(() => frozen.client.socket.resume());
+    h.defer(() => frozen.forEach((peer) => peer.client.socket.resume()));
     await withTimeline(proxy, async () => {
-      await waitForPings(frozen, 1, t0);
-      await waitForPings(cutOff, 1, t0);
-      const first = await lastWords(frozen);
-      const last = await lastWords(cutOff);
-      // Frozen: its process reads and writes nothing more, but its kernel still ACKs our PINGs.
-      frozen.client.socket.pause();
-      // Cut off: the path dies; no byte, no FIN, no RST gets through, either way.
+      // Each says its last words half an interval after a PING, then falls silent.
+      const lastAt = await Promise.all([...frozen, cutOff].map(async (peer) => {
+        await nextPing(peer);
+        await sleep(INTERVAL / 2);
+        return lastWords(peer);
+      }));
+      for (const peer of frozen) peer.client.socket.pause();
       proxy.add({ kind: 'blackhole' });
-      let firstDropAfter: number | undefined;
-      await eventually(() => {
-        if (server.connections < 2) firstDropAfter ??= since(first);
-        check(server.connections === 0, 'The server still holds clients that went silent.', () => ({
-          observed: `${server.connections} of 2 still connected ${ms(since(first))} after their last frames: one client frozen, one behind a blackhole (see the timeline: the server kept writing PINGs into it)`,
-          expected: `each dropped between ${WINDOW} and ${WINDOW + INTERVAL} ms after the last frame it sent (window ${WINDOW} ms, interval ${INTERVAL} ms)`,
-          idea: "no FIN or RST will come, so only the server's own clock can tell; socket.setTimeout() counts the server's own writes as activity, so it never fires while the server pings: note when you last received, and check that on your own timer",
-        }));
-      }, { within: WINDOW + INTERVAL + SLACK + (last - first) });
-      firstDropAfter ??= since(first);
-      check(firstDropAfter >= WINDOW - 2, 'The server dropped a silent client before its window was over.', {
-        observed: `the first of the two was dropped ${ms(firstDropAfter)} after its last frame`,
-        expected: `no sooner than the window, ${WINDOW} ms`,
-        idea: 'a peer is dead once it has been silent for the whole window, not before: a shorter window drops live peers that answer a little late',
+
+      const serverSide = (client: TestClient) => accepted.find((a) => a.localPort === server.port && a.remotePort === client.port);
+      const direct = new Set([live, ...frozen].map((p) => p.client.port).concat(mute.port));
+      const silent = [
+        { name: 'the one that never sent a byte', mark: 'connecting', since: muteSince, side: serverSide(mute) },
+        ...frozen.map((peer, i) => ({ name: `frozen #${i + 1}`, mark: 'its last byte', since: lastAt[i]!, side: serverSide(peer.client) })),
+        { name: 'the one behind the blackhole', mark: 'its last byte', since: lastAt[FROZEN]!, side: accepted.find((a) => a.localPort === server.port && !direct.has(a.remotePort ?? -1)) },
+      ];
+      check(silent.every((s) => s.side !== undefined), 'The test lost track of a connection.', {
+        observed: `${silent.filter((s) => s.side).length} of ${silent.length} server-side sockets found`,
+        expected: 'one per silent client',
+        idea: 'the test watches the sockets the server accepts',
       });
+      const lastDeadline = Math.max(...silent.map((s) => s.since)) + WINDOW + INTERVAL + SLACK;
+      // Wait until every silent client's socket is closed on the server's side, or the last
+      // deadline has passed; a live client dropped meanwhile ends the wait at once.
+      await waitUntil(() => live.client.closed || silent.every((s) => s.side!.closedAt !== undefined), lastDeadline - performance.now());
+      const now = performance.now();
+      const row = (s: (typeof silent)[number]) => {
+        const closedAt = s.side!.closedAt;
+        if (closedAt !== undefined) return `${s.name}: dropped ${ms(closedAt - s.since)} after ${s.mark}`;
+        if (s.side!.socket.writableEnded) return `${s.name}: sent FIN (end()), socket still open ${ms(now - s.since)} after ${s.mark}`;
+        return `${s.name}: still connected ${ms(now - s.since)} after ${s.mark}`;
+      };
+      const table = silent.map(row).join('\n');
+
+      check(!live.client.closed, 'The server dropped a client that answered every PING.', {
+        observed: `the live client's connection closed ${ms(live.client.closedAfterMs ?? 0)} after it connected; it had answered all ${live.pingsAt.length} PING(s) at once. Meanwhile:\n${table}`,
+        expected: 'the live client kept, the silent ones dropped',
+        idea: 'each client has its own silence: one dead client says nothing about the others',
+      });
+      const open = silent.filter((s) => s.side!.closedAt === undefined);
+      const ended = open.filter((s) => s.side!.socket.writableEnded);
+      if (ended.length) {
+        fail(`The server hung up on ${ended.length} silent client(s) with end(), and their sockets are still open.`, {
+          observed: table,
+          expected: `each socket destroyed between ${WINDOW} and ${WINDOW + INTERVAL} ms after the client's last byte`,
+          idea: "end() is a polite goodbye: it sends FIN, then waits for the peer's FIN before the socket closes. A dead or half-open peer never answers, so the socket (its fd, its memory, its place in the count) stays for ever. A peer presumed dead gets destroy(), which releases the socket at once",
+        });
+      }
+      if (open.length === silent.length) {
+        fail(`The server still holds all ${silent.length} clients that went silent.`, {
+          observed: `${table}\n(one live client answered every PING all along; see the timeline: the server kept writing PINGs into the blackhole)`,
+          expected: `each dropped between ${WINDOW} and ${WINDOW + INTERVAL} ms after the last byte it sent (window ${WINDOW} ms, interval ${INTERVAL} ms)`,
+          idea: "no FIN or RST will come, so only the server's own clock can tell: note when you last received a byte from each client (your own writes prove nothing: that is why socket.setTimeout(), which counts them, never fires while you ping, and a PING write succeeds while the peer's kernel ACKs), and check it on your own timer",
+        });
+      }
+      if (open.length === 1 && open[0]!.mark === 'connecting') {
+        fail('The server never drops a client that never sent a byte.', {
+          observed: table,
+          expected: `the client that connected and said nothing dropped between ${WINDOW} and ${WINDOW + INTERVAL} ms after it connected, like the others`,
+          idea: 'silence counts from the moment the connection opens: a client that died right after the handshake must be dropped too, so start the clock (and the pinger) at connect, not at the first frame',
+        });
+      }
+      if (open.length) {
+        fail(`The server dropped ${silent.length - open.length} of ${silent.length} silent clients in time, not the other ${open.length}.`, {
+          observed: table,
+          expected: `each dropped between ${WINDOW} and ${WINDOW + INTERVAL} ms after its last byte, all of them`,
+          idea: "every connection's silence is checked on every tick, each against its own clock: one dead client must not end the check of the others (in a loop over the connections, `continue`, not `return`), and no client is exempt",
+        });
+      }
+      const early = silent.filter((s) => s.side!.closedAt! - s.since < WINDOW - 2);
+      check(early.length === 0, `The server dropped ${early.length} silent client(s) before the window was over.`, {
+        observed: table,
+        expected: `none sooner than the window, ${WINDOW} ms, after its last byte`,
+        idea: `a peer is dead once it has been silent for the whole window (${WINDOW} ms, two intervals), not before: a window of one interval ("nothing since my last PING") drops live peers whose answer is a little late`,
+      });
+    });
+
+    // The live client says goodbye; then nothing of any connection may be left running.
+    live.client.end();
+    await eventually(() => {
+      check(server.connections === 0, 'The server still counts clients it dropped.', {
+        observed: `${server.connections} connection(s) after every silent client was dropped and the live one said goodbye`,
+        expected: '0',
+        idea: "a connection leaves the server's set when it closes",
+      });
+    }, { within: 300 });
+    let leaks = probe.leaks();
+    await waitUntil(() => !(leaks = probe.leaks()).resources.has('Timeout'), 300);
+    check(!leaks.resources.has('Timeout'), 'The ping timers of clients the heartbeat dropped are still running.', {
+      observed: `every connection is closed (${FROZEN + 2} dropped by the heartbeat, 1 said goodbye), yet still alive: ${describeLeaks(leaks)}`,
+      expected: "no timer: a connection's ping interval is cleared when the connection closes, however it closes",
+      idea: timerIdea(leaks, "'end' and 'error' do not fire when the heartbeat itself calls destroy(); 'close' fires on every path, your own destroy() included: clear the interval there"),
     });
   });
 
@@ -445,7 +684,7 @@ describe('noticing a dead peer: the server', () => {
     check(!leaks.resources.has('Timeout'), 'The ping timer of a client that reset is still running.', {
       observed: `${ms(since(resetAt))} after the client reset its connection, still alive beyond the running server: ${describeLeaks(leaks)}`,
       expected: "no timer: a connection's ping interval is cleared when the connection closes, however it closes",
-      idea: "'end' fires only when the peer says goodbye; a reset, an error or the heartbeat's own destroy() skip it, and 'close' fires on all of them",
+      idea: timerIdea(leaks, "'end' fires only when the peer says goodbye; a reset, an error or the heartbeat's own destroy() skip it, and 'close' fires on all of them"),
     });
   });
 });
@@ -454,18 +693,25 @@ describe('baseline: the client heartbeat', () => {
   test('the client pings the server every interval', async () => {
     const srv = await startScripted();
     const t0 = performance.now();
-    await connectClient(srv.port);
+    const { ended } = await connectClient(srv.port);
     await eventually(() => {
-      check(srv.pingsAt.length >= 2, 'The client does not ping the server.', {
-        observed: `${srv.pingsAt.length} PING(s) from the client ${ms(since(t0))} after it connected`,
-        expected: `a PING every ${INTERVAL} ms`,
-        idea: "a client needs its own heartbeat: the server's pings tell the server about the client, not the client about the server",
+      if (ended() !== undefined) return;
+      check(srv.pingsAt.length >= 3, 'The client does not ping the server.', {
+        observed: `${srv.pingsAt.length} PING(s) from the client ${ms(since(t0))} after it connected (the server has sent nothing yet)`,
+        expected: `a PING every ${INTERVAL} ms, from the start`,
+        idea: "a client needs its own heartbeat, from the moment it connects: the server's pings tell the server about the client, not the client about the server, and a server that died right after accepting sends nothing at all",
       });
-    }, { within: 2 * INTERVAL + SLACK + 300 });
-    const second = srv.pingsAt[1]! - t0;
-    check(second >= 2 * INTERVAL - 2, 'The client pings faster than its interval.', {
-      observed: `the 2nd PING arrived ${ms(second)} after connecting`,
-      expected: `no sooner than 2 × ${INTERVAL} ms`,
+    }, { within: 3 * INTERVAL + SLACK + 300 });
+    check(ended() === undefined, 'The client hung up on a server that answered every PING.', () => ({
+      observed: `the client closed the connection ("${ended()}") after ${srv.pingsAt.length} PING(s), each answered at once with a PONG`,
+      expected: 'the client stays connected to a server that answers',
+      idea: 'a server that answers every PING is alive: a heartbeat must never drop it',
+    }));
+    // Between PINGs, averaged over two gaps: a client may well send its first PING at once.
+    const gap = (srv.pingsAt[2]! - srv.pingsAt[0]!) / 2;
+    check(gap >= 0.8 * INTERVAL, 'The client pings faster than its interval.', {
+      observed: `PINGs ${ms(gap)} apart on average (the first three)`,
+      expected: `one per interval, ${INTERVAL} ms apart (give or take the timers)`,
       idea: 'one PING per interval',
     });
   });
@@ -485,20 +731,56 @@ describe('baseline: the client heartbeat', () => {
   });
 
   test('the client gives up on a server that goes silent, after the window', async () => {
-    const srv = await startScripted({ silentAfter: 1 });
-    const { ended } = await connectClient(srv.port);
-    await eventually(() => {
-      check(srv.closedAt !== undefined, 'The client kept a silent server.', () => ({
-        observed: `the server answered one PING, then said nothing for ${ms(since(srv.lastWriteAt))}; the client is still connected`,
-        expected: `the client hangs up between ${WINDOW} and ${WINDOW + INTERVAL} ms after the server's last frame`,
-        idea: 'a client that never gives up on a dead server never reconnects to a live one',
-      }));
-    }, { within: 3 * INTERVAL + WINDOW + SLACK + 300 });
-    const after = srv.closedAt! - srv.lastWriteAt;
-    check(after >= WINDOW - 2 && after <= WINDOW + INTERVAL + SLACK, 'The client gave up on a silent server at the wrong time.', {
-      observed: `it hung up ${ms(after)} after the server's last frame (${ended() ?? 'no reason given yet'})`,
-      expected: `between ${WINDOW} and ${WINDOW + INTERVAL} ms (window ${WINDOW} ms, interval ${INTERVAL} ms), give or take the timers`,
-      idea: 'a peer is dead once it has been silent for the whole window, checked once per interval',
+    // The server answers the client's first PING half an interval late, then nothing more;
+    // meanwhile the path from the client dies (a blackhole: the client's PINGs, and its FIN
+    // or RST when it gives up, never arrive). So the client's own socket must be gone.
+    const srv = await startScripted({ silentAfter: 1, pongDelayMs: INTERVAL / 2 });
+    const proxy = h.track(await startFaultProxy({ upstreamPort: srv.port }));
+    const sockets = watchConnecting(proxy.port);
+    const probe = new LeakProbe();
+    const { ended, endedAt } = await connectClient(proxy.port);
+    h.defer(() => proxy.stop()); // before the client's goodbye, which the blackhole would swallow
+    await withTimeline(proxy, async () => {
+      await eventually(() => {
+        check(srv.sent >= 1, 'The client does not ping the server.', {
+          observed: `no PING answered ${ms(since(srv.lastWriteAt))} after the client connected`,
+          expected: `a PING within ${INTERVAL} ms`,
+          idea: "a client needs its own heartbeat: the server's pings tell the server about the client, not the client about the server",
+        });
+      }, { within: 2 * INTERVAL + SLACK + 300 });
+      proxy.add({ kind: 'blackhole', direction: 'upstream' });
+      const lastFrame = srv.lastWriteAt;
+      await waitUntil(() => ended() !== undefined, lastFrame + WINDOW + INTERVAL + SLACK - performance.now());
+      if (ended() === undefined) {
+        const socket = sockets[0];
+        if (socket?.writableEnded && !socket.destroyed) {
+          fail("The client hung up on a silent server with end(), and its socket is still open.", {
+            observed: `the server's last frame came ${ms(since(lastFrame))} ago; the client then sent FIN (end()), but its socket is still open and \`closed\` has not resolved`,
+            expected: `the client's socket destroyed between ${WINDOW} and ${WINDOW + INTERVAL} ms after the server's last frame, and \`closed\` resolved`,
+            idea: "end() is a polite goodbye: it sends FIN, then waits for the server's FIN. A server that vanished never answers, so the socket stays open and the owner, waiting on `closed`, never reconnects: destroy() a peer presumed dead",
+          });
+        }
+        fail('The client kept a silent server.', {
+          observed: `the server answered one PING, then said nothing for ${ms(since(lastFrame))}; the client is still connected`,
+          expected: `the client hangs up between ${WINDOW} and ${WINDOW + INTERVAL} ms after the server's last frame`,
+          idea: 'a client that never gives up on a dead server never reconnects to a live one',
+        });
+      }
+      const after = endedAt()! - lastFrame;
+      check(after >= WINDOW - 2 && after <= WINDOW + INTERVAL + SLACK, 'The client gave up on a silent server at the wrong time.', {
+        observed: `it hung up ${ms(after)} after the server's last frame ("${ended()}"); that frame was a PONG that came ${INTERVAL / 2} ms after the client's PING`,
+        expected: `between ${WINDOW} and ${WINDOW + INTERVAL} ms (window ${WINDOW} ms, interval ${INTERVAL} ms), give or take the timers`,
+        idea: after < WINDOW - 2
+          ? `a peer is dead once it has been silent for the whole window (${WINDOW} ms, two intervals), not before: "nothing since my last PING" is a window of one interval, and abandons a server whose answer is a little late`
+          : 'a peer is dead once it has been silent for the whole window, checked once per interval',
+      });
+      let leaks = probe.leaks();
+      await waitUntil(() => !(leaks = probe.leaks()).resources.has('Timeout'), 300);
+      check(!leaks.resources.has('Timeout'), "The client's ping timer outlived its connection.", {
+        observed: `the client gave up ${ms(since(endedAt()!))} ago ("${ended()}"), yet still alive: ${describeLeaks(leaks)}`,
+        expected: 'no timer: the ping interval is cleared when the connection closes, however it closes',
+        idea: timerIdea(leaks, "'close' fires on every path (the heartbeat giving up, the server leaving, a reset, close()): clear the interval there, not only in close()"),
+      });
     });
   });
 

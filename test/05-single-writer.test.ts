@@ -7,7 +7,7 @@ import net from 'node:net';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { startHub, type Hub, type HubConnection, type HubOptions } from '#target/05-single-writer/hub.ts';
 import {
-  check, describeFrame, encode, eventually, fail, FrameType, gate, ReferenceDecoder, settleWithin, useHarness, watchPromise, type Frame, type TestClient,
+  check, describeFrame, encode, eventually, fail, FrameType, gate, ReferenceDecoder, settleWithin, useHarness, watchPromise, type Frame, type TestClient, type Watched,
 } from '../runtime/harness/index.ts';
 
 const h = useHarness('05');
@@ -57,6 +57,31 @@ const queued = (c: HubConnection) => Math.max(c.writer.queuedBytes, c.socket.wri
 async function* gatedBody(opened: Promise<void>, parts: string[]): AsyncGenerator<Buffer> {
   await opened;
   for (const part of parts) yield Buffer.from(part);
+}
+
+/** A body source that yields `parts` once `opened` resolves. */
+async function* gatedBuffers(opened: Promise<void>, parts: Buffer[]): AsyncGenerator<Buffer> {
+  await opened;
+  yield* parts;
+}
+
+/**
+ * Fills the kernel's buffers for a paused client with small frames, one per turn of the
+ * event loop, until a few bytes stay behind in the socket's own buffer: the kernel is
+ * full, yet write() still returns true (the socket's buffer is under its high-water mark)
+ * and the writer is idle. The next large write() returns false and waits for a 'drain'
+ * that will not come while the client is paused.
+ */
+async function fillKernel(hub: Hub, conn: HubConnection): Promise<number> {
+  const small = Buffer.alloc(8 * 1024 - 5);
+  let frames = 0;
+  // 4096 x 8 KiB = 32 MB: far more than loopback buffers for a client that reads nothing.
+  while (frames < 4096 && conn.socket.writableLength === 0 && !conn.socket.destroyed) {
+    hub.send(conn.id, FrameType.DATA, small);
+    frames++;
+    await nextTurn();
+  }
+  return frames;
 }
 
 /** What the client made of the bytes: its frames, then whatever did not decode. */
@@ -174,13 +199,10 @@ async function publishNumbered(hub: Hub, count: number, fast: BulkClient[], slow
 
 /** Checks that every fast client got all `count` frames, whole and in order, and is still connected. */
 async function expectEverything(fast: BulkClient[], count: number): Promise<void> {
+  // Wait until every client has everything, or one has a broken stream (no use waiting then).
   await eventually(() => {
+    if (fast.some((c) => c.broken)) return;
     for (const [i, c] of fast.entries()) {
-      check(!c.broken, `Fast client ${i + 1} received a broken stream.`, {
-        observed: c.broken ?? '',
-        expected: `frames 0..${count - 1}, whole and in order`,
-        idea: 'frames from one publisher reach each client whole and in the order they were published',
-      });
       check(c.frames === count && !c.closed, `Fast client ${i + 1} did not receive everything.`, {
         observed: `${c.frames} of ${count} frames${c.closed ? ', then the server closed the connection' : ''}`,
         expected: `all ${count} frames, and the connection still open`,
@@ -188,6 +210,13 @@ async function expectEverything(fast: BulkClient[], count: number): Promise<void
       });
     }
   }, { within: 2000 });
+  for (const [i, c] of fast.entries()) {
+    check(!c.broken, `Fast client ${i + 1} received a broken stream.`, {
+      observed: c.broken ?? '',
+      expected: `frames 0..${count - 1}, whole and in order`,
+      idea: 'frames from one publisher reach each client whole and in the order they were published',
+    });
+  }
 }
 
 describe('baseline: the hub delivers', () => {
@@ -301,6 +330,10 @@ describe('baseline: the hub delivers', () => {
     await nextTurn();
     const b = watchPromise(hub.stream(conn.id, FrameType.DATA, 5, gatedBody(Promise.resolve(), ['later'])));
     const d = watchPromise(conn.writer.drained());
+    // What the hub had handed its socket when the connection closed: A's header (5 bytes)
+    // at most, if B waited its turn.
+    let handed = 0;
+    conn.socket.once('close', () => (handed = conn.socket.bytesWritten));
     // The client goes away while A's source is still stalled.
     client.reset();
     await eventually(() => check(!hub.connections.has(conn.id), 'The hub still lists a client that reset.', {
@@ -315,6 +348,13 @@ describe('baseline: the hub delivers', () => {
         idea: "a writer that queues owes every sender an answer: on 'close', settle what is still queued, or its senders wait for ever",
       }));
     }, { within: 1000 });
+    // B's frame (10 bytes) never reached the socket: it must not be reported as sent.
+    const bHanded = handed >= 5 + encode(FrameType.DATA, 'later').length;
+    check(b.state === 'rejected' || bHanded, 'A frame that never left was reported as sent.', () => ({
+      observed: `the stream() queued behind the stalled one ${b.state === 'resolved' ? 'resolved' : 'is ' + b.state}, though only ${handed} byte(s) had been handed to the socket when the client reset (B's frame is ${encode(FrameType.DATA, 'later').length} bytes)`,
+      expected: 'rejected: the connection closed before its turn came',
+      idea: "on 'close', what is still queued will never be sent: reject its streams (resolve only the drained() markers)",
+    }));
     // The stalled source finally moves: the frame it was part of cannot be finished.
     body.open();
     await eventually(() => {
@@ -441,7 +481,9 @@ describe('bounded memory: a client that stops reading', () => {
       check(!hub.connections.has(conn.id) && hub.slowConsumersDisconnected === 1, 'A client that fell far behind is still connected.', {
         observed: `${mb(sent)} sent to a client that read nothing; it is ${hub.connections.has(conn.id) ? 'still connected' : 'gone'}, with ${mb(queued(conn))} queued for it; hub.slowConsumersDisconnected = ${hub.slowConsumersDisconnected}`,
         expected: `the slow-consumer policy (disconnect): once ${mb(BOUND)} is waiting for it, the client is cut off and counted`,
-        idea: 'a bounded queue needs a policy for when it is full: this hub disconnects the slow consumer (another hub might drop frames); buffering for ever is not a policy',
+        idea: hub.slowConsumersDisconnected > 0
+          ? 'the policy ran but the connection is still open: end() sends FIN only after everything queued has flushed, to a client that reads nothing. A slow consumer has to be destroyed (resetAndDestroy() also frees what the kernel holds)'
+          : 'a bounded queue needs a policy for when it is full: this hub disconnects the slow consumer (another hub might drop frames); buffering for ever is not a policy',
       });
     }, { within: 300 });
   });
@@ -489,6 +531,184 @@ describe('bounded memory: a client that stops reading', () => {
       expected: `stream() rejected at once, its source never read, and onOverflow called: ${mb(BOUND)} (maxQueuedBytes) was already waiting`,
       idea: "the bound applies to every way of sending: stream() checks it like sendFrame(), before any byte of the frame is accepted, and a frame that does not fit is refused whole",
     }));
+  });
+});
+
+describe('backpressure, done right: waiting, resuming, and telling the truth', () => {
+  test("a streamed frame cut off by a reset while its last chunk waits for 'drain' is reported as not sent", async () => {
+    const hub = await start();
+    const client = await h.connect(hub.port);
+    client.socket.pause();
+    const conn = await connectionOf(hub, client.port);
+    const hwm = conn.socket.writableHighWaterMark;
+    // Snapshots of one 64 KiB chunk each (its last chunk), one per turn, until the kernel's
+    // buffers for this client are full and a snapshot's chunk waits in the socket's buffer.
+    const streams: Array<Watched<void>> = [];
+    const waiting = () => streams.filter((w) => w.state === 'pending').length;
+    while (streams.length < 256 && !conn.socket.destroyed) {
+      streams.push(watchPromise(hub.stream(conn.id, FrameType.DATA, BODY_BYTES, gatedBuffers(Promise.resolve(), [Buffer.alloc(BODY_BYTES)]))));
+      await nextTurn();
+      if (conn.socket.writableLength > 0 && (waiting() > 0 || conn.socket.writableLength >= hwm)) break;
+    }
+    // Let it settle: nothing moves while the client reads nothing.
+    let last = '';
+    await eventually(() => {
+      const now = `${conn.socket.writableLength}/${waiting()}`;
+      const same = now === last;
+      last = now;
+      check(same, 'The socket kept moving for a client that reads nothing.', {
+        observed: `the socket's buffer holds ${conn.socket.writableLength} bytes; ${waiting()} stream() call(s) pending`,
+        expected: 'a steady state once the kernel is full', idea: "write() returns false once the kernel's buffers for a client are full",
+      });
+    }, { within: 1000, every: 50 });
+    const stuck = conn.socket.writableLength;
+    const pending = streams.filter((w) => w.state === 'pending');
+    check(pending.length > 0 || stuck < hwm, 'stream() finished while its last chunk was still waiting in the socket.', () => ({
+      observed: `all ${streams.length} stream() calls resolved while ${kib(stuck)} of their chunks sat in the socket's buffer (write() had returned false) and the client read nothing`,
+      expected: "the last one still pending: its chunk waits for 'drain' before the frame counts as sent",
+      idea: "write() returning false is advice: a stream that moves on without waiting for 'drain' pulls its whole source into memory, and claims bytes are sent that have not left",
+    }));
+    // The client goes away: whatever still waits in the socket's buffer is never sent.
+    client.reset();
+    await eventually(() => {
+      const resolved = pending.filter((w) => w.state === 'resolved').length;
+      const still = pending.filter((w) => w.state === 'pending').length;
+      check(resolved === 0 && still === 0, resolved ? 'A streamed frame dropped by a reset was reported as sent.' : 'stream() never settled after the client reset.', () => ({
+        observed: resolved
+          ? `${resolved} stream() call(s) pending when the client reset, with ${kib(stuck)} of the last chunk still in the socket's buffer, then resolved (as if sent)`
+          : `${still} stream() call(s) still pending 1000 ms after the client reset, one of them waiting for 'drain' with ${kib(stuck)} in the socket's buffer`,
+        expected: 'every stream() still pending at the reset rejected: the connection closed before its frame was written',
+        idea: resolved
+          ? "'close' instead of 'drain' (or a write callback that Node calls without an error on a destroyed socket) means the bytes still in the socket's buffer were dropped: a frame cut off is a failure, even at its last chunk"
+          : "a wait for 'drain' must race 'close': a dead peer never drains, and its sender waits for ever",
+      }));
+    }, { within: 1000 });
+  });
+
+  test("a frame sent after 'drain' emptied the queue goes out at once", async () => {
+    const hub = await start();
+    const client = await h.connect(hub.port);
+    client.socket.pause();
+    const conn = await connectionOf(hub, client.port);
+    await fillKernel(hub, conn);
+    // The writer is idle and the kernel full: this frame is handed to the socket, write()
+    // returns false, and nothing else is queued when 'drain' comes.
+    hub.send(conn.id, FrameType.DATA, Buffer.alloc(64 * 1024));
+    await nextTurn();
+    client.socket.resume();
+    const before = conn.socket.bytesWritten;
+    await eventually(() => check(client.receivedBytes >= before, 'A client that read again did not receive what was waiting for it.', {
+      observed: `${client.receivedBytes} of ${before} bytes arrived after the client read again`,
+      expected: `${before} bytes`,
+      idea: "after 'drain' the writer carries on",
+    }), { within: 1000 });
+    const frames = client.frames.length;
+    hub.send(conn.id, FrameType.DATA, 'after the drain');
+    await eventually(() => check(client.frames.length > frames, "A frame sent after 'drain' was never written.", {
+      observed: `the client caught up (${frames} frames), then one more was sent to an idle writer; 1000 ms later it has not arrived (writer.queuedBytes = ${conn.writer.queuedBytes})`,
+      expected: 'the frame written at once: nothing else was waiting',
+      idea: "a writer that stops on write() returning false must start again on 'drain' even when its queue is empty, or the next frame waits for a 'drain' that never comes",
+    }), { within: 1000 });
+  });
+
+  test('a client that stops reading, then reads again, receives everything whole and in order', async () => {
+    const hub = await start({ maxQueuedBytes: 64 * 1024 * 1024 });
+    const slow = await bulkClient(hub.port, { paused: true });
+    const conn = await connectionOf(hub, slow.port);
+    const listeners = () => ({ close: conn.socket.listenerCount('close'), drain: conn.socket.listenerCount('drain') });
+    const before = listeners();
+    // 96 frames, 6.3 MB: the kernel's ~4 MB fill, the rest waits in the writer's queue.
+    let seq = 0;
+    for (; seq < 96; seq++) {
+      hub.send(conn.id, FrameType.DATA, numbered(seq));
+      await nextTurn();
+    }
+    // A streamed frame whose body comes later, then whole frames behind it.
+    const body = gate();
+    h.defer(() => body.open());
+    const whole = numbered(seq++);
+    const streamed = watchPromise(hub.stream(conn.id, FrameType.DATA, BODY_BYTES, gatedBuffers(body.opened, [whole.subarray(0, 1000), whole.subarray(1000)])));
+    for (; seq < 100; seq++) hub.send(conn.id, FrameType.DATA, numbered(seq));
+    // The client reads again: the writer must pick up where 'drain' left it.
+    slow.socket.resume();
+    await eventually(() => check(slow.frames >= 90 || !!slow.broken || slow.closed, 'A client that read again did not catch up.', {
+      observed: `${slow.frames} of the 96 frames queued before it resumed arrived`,
+      expected: "the frames waiting for it, sent as 'drain' allows",
+      idea: "after 'drain' the writer carries on with its queue",
+    }), { within: 2000 });
+    body.open();
+    await eventually(() => check(streamed.settled, 'A streamed frame was never finished after the client caught up.', {
+      observed: `stream() is ${streamed.state}; the client received ${slow.frames} frames`,
+      expected: 'the streamed frame written once its body arrived',
+      idea: 'the writer finishes each frame it starts',
+    }), { within: 2000 });
+    // The queue has emptied: the writer is idle. Frames sent now must go out too.
+    await eventually(() => check(slow.frames >= 100 || !!slow.broken || slow.closed, 'Frames queued while the client was paused never all arrived.', {
+      observed: `${slow.frames} of 100 frames arrived after the client read again`,
+      expected: 'all 100',
+      idea: "after 'drain' the writer carries on with its queue until it is empty",
+    }), { within: 2000 });
+    for (; seq < 132; seq++) {
+      hub.send(conn.id, FrameType.DATA, numbered(seq));
+      await nextTurn();
+    }
+    await expectEverything([slow], 132);
+    // Every wait for 'drain' cleaned up after itself: a connection's listeners do not grow with its traffic.
+    await eventually(() => {
+      const after = listeners();
+      check(after.close <= before.close && after.drain <= before.drain, "Listeners pile up on a connection that waits for 'drain'.", {
+        observed: `after 132 frames (each a wait for 'drain'), the socket has ${after.close} 'close' and ${after.drain} 'drain' listener(s); it had ${before.close} and ${before.drain} when it connected`,
+        expected: 'as many as when it connected',
+        idea: "a wait that races 'drain' against 'close' must remove both listeners when either fires: once() removes only the one that fired, and the other stays for the life of the connection",
+      });
+    }, { within: 500 });
+  });
+
+  test('a slow client behind by many small frames, but fewer bytes than maxQueuedBytes, stays connected', async () => {
+    const hub = await start({ maxQueuedBytes: BOUND });
+    const client = await h.connect(hub.port);
+    client.socket.pause();
+    const conn = await connectionOf(hub, client.port);
+    await fillKernel(hub, conn);
+    // 8192 frames of 37 bytes: 303 KB, well under the 1 MiB bound, but many frames.
+    const tiny = encode(FrameType.DATA, Buffer.alloc(32));
+    const count = 8192;
+    for (let i = 0; i < count; i++) hub.send(conn.id, FrameType.DATA, Buffer.alloc(32));
+    await nextTurn();
+    const added = count * tiny.length;
+    check(hub.connections.has(conn.id) && !conn.socket.destroyed && hub.slowConsumersDisconnected === 0, 'A client under the byte bound was disconnected.', () => ({
+      observed: `after ${count} frames of ${tiny.length} bytes (${kib(added)}), the client is ${conn.socket.destroyed ? 'disconnected' : 'connected'}; slowConsumersDisconnected = ${hub.slowConsumersDisconnected}`,
+      expected: `still connected: ${kib(added)} plus what the socket holds is under maxQueuedBytes (${kib(BOUND)})`,
+      idea: 'memory is bytes, not frames: bound the queue by the bytes it holds, so many small frames are fine and a few huge ones are not',
+    }));
+    check(conn.writer.queuedBytes >= added, 'queuedBytes does not count the frames waiting in the writer.', () => ({
+      observed: `writer.queuedBytes = ${conn.writer.queuedBytes} bytes while ${count} frames (${added} bytes) wait for a client that reads nothing (socket.writableLength = ${conn.socket.writableLength})`,
+      expected: `at least ${added} bytes: the writer's own queue plus the socket's buffer`,
+      idea: "the socket's buffer is only part of what waits: the frames your writer holds back for 'drain' cost memory too, and the bound must count them",
+    }));
+  });
+
+  test('a streamed frame larger than maxQueuedBytes reaches a client that reads', async () => {
+    const bound = 256 * 1024;
+    const hub = await start({ maxQueuedBytes: bound });
+    const client = await h.connect(hub.port);
+    const conn = await connectionOf(hub, client.port);
+    const LENGTH = 1024 * 1024 - 1;
+    async function* bigSnapshot() {
+      for (let sent = 0; sent < LENGTH; sent += 64 * 1024) {
+        await nextTurn();
+        yield Buffer.alloc(Math.min(64 * 1024, LENGTH - sent), 0x62);
+      }
+    }
+    const s = watchPromise(hub.stream(conn.id, FrameType.DATA, LENGTH, bigSnapshot()));
+    await eventually(() => check(s.state === 'resolved' && client.frames.length === 1, 'A large streamed frame did not reach a client that reads.', () => ({
+      observed: `stream() of a ${kib(LENGTH)} body with maxQueuedBytes = ${kib(bound)}: ${s.state}${s.error ? ` (${s.error.message})` : ''}; the client got ${client.frames.length} frame(s), ${kib(client.receivedBytes)}; slowConsumersDisconnected = ${hub.slowConsumersDisconnected}`,
+      expected: 'the frame delivered, the client still connected',
+      idea: "a streamed body is never held whole: only its header waits in the queue, and its chunks pass one 'drain' at a time, so the bound limits what waits, not how big a streamed frame may be",
+    })), { within: 2000 });
+    check(client.frames[0]!.body.length === LENGTH, 'The large streamed frame arrived wrong.', {
+      observed: describeFrame(client.frames[0]!), expected: `DATA with ${LENGTH} bytes`, idea: 'a streamed frame arrives whole',
+    });
   });
 });
 

@@ -3,6 +3,7 @@
 // that are refused come back later, and not all at once.
 import net from 'node:net';
 import { readdirSync, readFileSync } from 'node:fs';
+import { getEventListeners } from 'node:events';
 import { describe, test } from 'vitest';
 import fc from 'fast-check';
 import { startLimitedServer, type LimitedServerOptions } from '#target/06-limits/server.ts';
@@ -10,7 +11,7 @@ import { AcquireTimeoutError, QueueFullError, Semaphore, type Release } from '#t
 import { TokenBucket } from '#target/06-limits/token-bucket.ts';
 import { Backoff, backoffDelay, keepConnected } from '#target/06-limits/reconnect.ts';
 import { connectionBudget, readConnectionBudget, softOpenFileLimit } from '#target/06-limits/fd-limit.ts';
-import { check, createRandom, describeFrame, encode, eventually, FrameType, gate, settleWithin, useHarness, type TestClient } from '../runtime/harness/index.ts';
+import { check, createRandom, describeFrame, encode, eventually, FrameType, gate, settleWithin, socketFdCount, useHarness, watchPromise, type TestClient } from '../runtime/harness/index.ts';
 
 const h = useHarness('06');
 
@@ -282,14 +283,28 @@ describe('baseline: the building blocks', () => {
 
 describe('the connection limit answers BUSY', () => {
   test('the 4th connection got BUSY and then a close', async () => {
-    const server = await start({ maxConnections: 3 });
+    // A long grace period: only the server's own end() closes the refused connection quickly.
+    const server = await start({ maxConnections: 3, refuseGraceMs: 5000 });
     const admitted = [await h.connect(server.port), await h.connect(server.port), await h.connect(server.port)];
     for (const c of admitted) {
       c.send(FrameType.DATA, 'in');
       await c.waitForFrames(1, 'the echo of "in" (the first three are admitted)');
     }
+    const t4 = performance.now();
     const fourth = await h.connect(server.port);
-    const how = await fourth.waitClosed('the server refuses a 4th connection when 3 are open');
+    await eventually(() => {
+      check(fourth.closed || (busy(fourth) === 0 && fourth.frames.length === 0), 'The 4th connection got BUSY but was left open.', {
+        observed: `the 4th connection received ${frameList(fourth)} and is still open ${(performance.now() - t4).toFixed(0)} ms later (refuseGraceMs is 5000)`,
+        expected: 'BUSY, then a FIN right away: end() after the BUSY frame',
+        idea: 'a refusal is a frame and a close: a refused client left open holds a descriptor and a slot of the accept loop until it decides to leave',
+      });
+      check(fourth.closed, server.connections > 3 ? 'A 4th connection was admitted past maxConnections (3).' : 'The 4th connection was neither refused nor served.', {
+        observed: `the 4th connection is still open after ${(performance.now() - t4).toFixed(0)} ms, having received ${frameList(fourth)}; the server counts ${server.connections} connection(s)`,
+        expected: 'a BUSY frame, then a close: 3 is the cap',
+        idea: 'past the cap, a server refuses out loud and hangs up: refuse when the count already equals maxConnections',
+      });
+    }, { within: 1000 });
+    const how = fourth.error?.code === 'ECONNRESET' ? 'reset' : fourth.ended ? 'fin' : 'closed';
     check(fourth.frames[0]?.type === FrameType.BUSY, 'The 4th connection was closed without a word.', {
       observed: `the 4th connection was accepted, then closed (${how}) ${fourth.closedAfterMs?.toFixed(0)} ms later having received ${frameList(fourth)}`,
       expected: 'a BUSY frame (the reason), then a close: the client learns the server is full and should back off',
@@ -311,6 +326,25 @@ describe('the connection budget keeps headroom below the fd limit', () => {
       expected: 'a positive budget that keeps at least 32 fds (better: a share of the limit) for outbound connections, files, logs',
       idea: 'if the cap is the fd limit itself, accept() hits EMFILE first, and libuv closes clients silently: the cap never gets to say BUSY',
     });
+  });
+
+  test('the connection budget leaves headroom whatever is already open', () => {
+    const result = fc.check(
+      fc.property(fc.integer({ min: 256, max: 1_000_000 }), fc.double({ min: 0, max: 0.5, noNaN: true }), (soft, share) => {
+        const open = Math.floor(soft * share);
+        const limits = SAMPLE_LIMITS.replace('1024                 524288', `${String(soft).padEnd(20)} 1048576`);
+        const budget = connectionBudget(limits, open);
+        return budget > 0 && open + budget + 32 <= soft;
+      }),
+      { seed: 6, numRuns: 300 },
+    );
+    const [soft, share] = result.counterexample ?? [];
+    const open = soft === undefined || share === undefined ? 0 : Math.floor(soft * share);
+    check(!result.failed, 'The connection budget does not leave room for what is already open.', () => ({
+      observed: `soft limit 1024 with 500 fds already open: budget ${connectionBudget(SAMPLE_LIMITS, 500)}, so ${1024 - 500 - connectionBudget(SAMPLE_LIMITS, 500)} fd(s) to spare (fast-check's smallest case: soft ${soft}, ${open} open, budget ${soft === undefined ? '?' : connectionBudget(SAMPLE_LIMITS.replace('1024                 524288', `${String(soft).padEnd(20)} 1048576`), open)})`,
+      expected: 'a positive budget with open + budget + 32 <= the soft limit, for any limit of 256 or more and up to half of it already open',
+      idea: 'the budget is the soft limit minus what is open now minus a reserve; forget any of the three and the kernel refuses before the cap does',
+    }));
   });
 
   test("this process's connection budget leaves room below its own limit", () => {
@@ -521,6 +555,20 @@ describe('clients back off: capped, exponential, full jitter', () => {
       expected: `waits spread evenly over the whole window [0, ${ceiling}] ms: about 100 per tenth`,
       idea: 'full jitter (sleep = random(0, min(cap, base * 2^attempt))) turns a synchronized herd into a steady trickle the server can absorb',
     });
+    // Long outages: past the cap, the herd must still spread over [0, cap], not pile up at it.
+    const capMs = 1000;
+    const late = Array.from({ length: 1000 }, () => backoffDelay(20, { baseMs: 100, capMs, random }));
+    const lateBins = Array.from({ length: 10 }, () => 0);
+    let lateOutside = 0;
+    for (const d of late) {
+      if (d < 0 || d > capMs) lateOutside++;
+      else lateBins[Math.min(9, Math.floor((d / capMs) * 10))]!++;
+    }
+    check(lateOutside === 0 && Math.min(...lateBins) >= 50, 'Past the cap, the herd retries together again.', {
+      observed: `1000 clients at their 21st attempt (baseMs 100, capMs ${capMs}) wait between ${Math.min(...late).toFixed(0)} and ${Math.max(...late).toFixed(0)} ms; per tenth of [0, ${capMs}] ms: ${lateBins.join(', ')}${lateOutside ? ` (${lateOutside} outside it)` : ''}`,
+      expected: `waits spread evenly over [0, ${capMs}] ms: about 100 per tenth`,
+      idea: 'cap the ceiling, then draw the jitter below it: min(cap, random() * base * 2^attempt) sends every client of a long outage back at exactly the cap, together',
+    });
   });
 
   test('a connection that closes at once does not reset the backoff', () => {
@@ -549,11 +597,315 @@ describe('clients back off: capped, exponential, full jitter', () => {
     }, { within: 2000 });
     const waits = client.delays.slice(0, 4);
     const gaps = server.acceptedAt.slice(1, 5).map((t, i) => t - server.acceptedAt[i]!);
-    const growing = waits.every((w, i) => i === 0 || w >= waits[i - 1]!) && waits[3]! >= 4 * waits[0]!;
+    // With random() = 0.999 the waits are about 20, 40, 80, 160 ms; the gaps the server saw include them.
+    const growing = waits.length === 4 && waits.every((w, i) => w >= 0.9 * 20 * 2 ** i && gaps[i]! >= w - 2);
     check(growing, 'The client retried at the same pace after every reset.', {
       observed: `each connection was accepted, then reset right after 'connect'; the client waited ${waits.map((w) => w.toFixed(0)).join(', ')} ms (the server saw gaps of ${gaps.map((g) => g.toFixed(0)).join(', ')} ms)`,
       expected: 'waits that grow with each failure: about 20, 40, 80, 160 ms with baseMs 20 and random() = 0.999',
       idea: "a client that resets its backoff on 'connect' hammers a server that accepts and then refuses: a tight loop exactly when the server is overloaded",
+    });
+  });
+});
+
+describe('every slot comes back, on every path', () => {
+  test('a handler that throws gives its slot back, every time', async () => {
+    const server = await start({
+      maxInFlight: 2,
+      queueTimeoutMs: 300,
+      handler: async (body) => {
+        if (body.toString() === 'boom') throw new Error('the database said no');
+        return body;
+      },
+    });
+    const client = await h.connect(server.port);
+    for (const body of ['boom', 'boom', 'boom', 'ok']) client.send(FrameType.DATA, body);
+    await eventually(() => {
+      check(client.frames.length >= 4, 'Requests went unanswered after the handler failed.', {
+        observed: `4 requests (3 fail in the handler, then "ok"); answers so far: ${frameList(client)}`,
+        expected: '4 answers', idea: 'every request gets an answer',
+      });
+    }, { within: 1000 });
+    const errors = client.frames.filter((f) => f.type === FrameType.ERROR).length;
+    check(errors === 3 && data(client) === 1, 'A failed request kept its in-flight slot.', {
+      observed: `with 2 slots, 3 requests whose handler threw, then "ok": ${frameList(client)}`,
+      expected: '3 ERROR and DATA "ok": each failure gives its slot back',
+      idea: 'release the permit in a finally: a permit released only when the handler succeeds is lost on every failure, and after maxInFlight failures the server answers nothing but BUSY',
+    });
+    check(server.inFlight === 0, 'Slots are still held after every request was answered.', {
+      observed: `${server.inFlight} slot(s) in use with nothing running`, expected: '0', idea: 'a permit is released exactly once, whatever the handler did',
+    });
+  });
+
+  test('clients that reset give their place back', async () => {
+    const server = await start({ maxConnections: 2 });
+    for (let round = 1; round <= 2; round++) {
+      const pair = [await h.connect(server.port), await h.connect(server.port)];
+      for (const c of pair) {
+        c.send(FrameType.DATA, `round ${round}`);
+        const [reply] = await c.waitForFrames(1, `the echo of "round ${round}"`);
+        check(reply!.type === FrameType.DATA, `A client was refused in round ${round} though the clients before it had gone.`, {
+          observed: `round ${round}: ${frameList(c)}; the server counts ${server.connections} connection(s)`,
+          expected: 'DATA: the two clients of the previous round reset their connections, so both places are free',
+          idea: "a connection stops counting when it closes, however it closes: 'end' never fires for a reset, 'close' always does",
+        });
+      }
+      for (const c of pair) c.reset();
+      await eventually(() => {
+        check(server.connections === 0, 'Connections closed by a reset still count against the cap.', {
+          observed: `${server.connections} connection(s) counted 500 ms after both clients reset (ECONNRESET, no FIN)`,
+          expected: '0',
+          idea: "count down on 'close', not on 'end': a reset peer never sends FIN, and after maxConnections resets nobody gets in",
+        });
+      }, { within: 500 });
+    }
+  });
+
+  test('connections that have not sent anything yet count against the cap', async () => {
+    const server = await start({ maxConnections: 3, refuseGraceMs: 5000 });
+    // Three clients connect and say nothing (a slow client, an attacker, a client behind a dead proxy).
+    for (let i = 0; i < 3; i++) await h.connect(server.port);
+    const t0 = performance.now();
+    const fourth = await h.connect(server.port);
+    await eventually(() => {
+      check(busy(fourth) === 1, 'Silent connections were not counted.', {
+        observed: `3 connections open and silent, ${server.connections} counted; a 4th received ${frameList(fourth)} after ${(performance.now() - t0).toFixed(0)} ms`,
+        expected: 'BUSY for the 4th: every accepted socket holds a descriptor from the moment it is accepted',
+        idea: "count a connection in the 'connection' handler, before any await or first frame: connections that never speak would otherwise be unlimited",
+      });
+    }, { within: 1000 });
+  });
+});
+
+describe('a refused client is dealt with completely', () => {
+  test('a refused client that never closes is dropped after refuseGraceMs', async () => {
+    const server = await start({ maxConnections: 1, refuseGraceMs: 150 });
+    const admitted = await h.connect(server.port);
+    admitted.send(FrameType.DATA, 'in');
+    await admitted.waitForFrames(1, 'the echo of "in"');
+    const before = socketFdCount();
+    // This client reads BUSY and then does nothing: it never sends its FIN.
+    const stubborn = await h.connect(server.port, { allowHalfOpen: true });
+    const t0 = performance.now();
+    await eventually(() => {
+      check(busy(stubborn) === 1 || stubborn.ended, 'A 2nd connection was not refused while the only place was taken.', {
+        observed: `maxConnections 1, one client served; a 2nd connection received ${frameList(stubborn)} and no FIN after ${(performance.now() - t0).toFixed(0)} ms; the server counts ${server.connections} connection(s)`,
+        expected: 'a refusal at once (BUSY and FIN)',
+        idea: 'past maxConnections, every accepted socket is refused out loud, whether or not it has sent anything',
+      });
+    }, { within: 500 });
+    await eventually(() => {
+      const extra = socketFdCount() - before;
+      check(extra <= 1, 'A refused client that never leaves is kept for ever.', {
+        observed: `${(performance.now() - t0).toFixed(0)} ms after the refusal (refuseGraceMs 150), ${extra} socket fd(s) for that one connection are still open in this process (its client end, and the server's end); the client received ${frameList(stubborn)}`,
+        expected: "only the client's end: the server destroys its side once the grace period is over",
+        idea: "end() after BUSY only asks the peer to leave: a peer that never answers FIN holds the descriptor until the server destroy()s it after a grace period",
+      });
+    }, { within: 600 });
+  });
+
+  test('a refused client can finish what it was saying and leave cleanly', async () => {
+    const server = await start({ maxConnections: 1, refuseGraceMs: 5000 });
+    await h.connect(server.port);
+    // allowHalfOpen: this client decides itself when to close, after the server's FIN.
+    const late = await h.connect(server.port, { allowHalfOpen: true });
+    late.send(FrameType.HELLO, 'hi');
+    await late.waitForFrames(1, 'BUSY (the only place is taken)');
+    late.send(FrameType.PING, 'one more'); // already on its way when BUSY arrived
+    late.end();
+    const how = await late.waitClosed('a clean close after our FIN');
+    check(how === 'fin' && !late.error && late.frames[0]?.type === FrameType.BUSY, 'A refused client was reset instead of closed.', {
+      observed: `the refused client received ${frameList(late)}, sent a frame and its FIN, and the connection ended with ${late.error ? `${late.error.code ?? late.error.message} (a reset)` : how}`,
+      expected: 'BUSY, then a clean close (FIN both ways), no ECONNRESET',
+      idea: 'refuse with end(), keep reading, and destroy only after a grace period: a socket destroyed at once answers whatever the client still sends with RST, and a client stack may discard the unread BUSY with it',
+    });
+  });
+
+  test('refused clients that reset do not crash the server', async () => {
+    const server = await start({ connectBurst: 1, connectPerSecond: 1, now: () => 0 }); // a stopped clock: one connection, then BUSY
+    const admitted = await h.connect(server.port);
+    for (let i = 0; i < 3; i++) {
+      // allowHalfOpen: the client does not answer the server's FIN, it resets instead.
+      const c = await h.connect(server.port, { allowHalfOpen: true });
+      await c.waitForFrames(1, 'BUSY (the rate limit allows one connection)');
+      c.reset();
+    }
+    admitted.send(FrameType.DATA, 'still up?');
+    await eventually(() => {
+      check(data(admitted) === 1, 'The admitted client was not answered after refused clients reset.', {
+        observed: `after 3 refused clients reset their connections, the admitted client received ${frameList(admitted)}`,
+        expected: 'DATA "still up?"',
+        idea: "a refused socket is a socket too: it needs an 'error' listener until it closes",
+      });
+    }, { within: 1000 });
+  });
+});
+
+describe('the defaults bound the wait', () => {
+  test('by default the wait queue is bounded and a wait is time-limited', async () => {
+    const work = heldWork();
+    // No maxQueued, no queueTimeoutMs: the defaults (256 waiting, 1000 ms) must hold.
+    const server = await start({ maxInFlight: 1, handler: (body) => (body.toString() === 'hold' ? work.handler(body) : Promise.resolve(body)) });
+    const client = await h.connect(server.port);
+    client.send(FrameType.DATA, 'hold');
+    await eventually(() => check(work.running === 1, 'The first request never started.', {
+      observed: `${work.running} running`, expected: '1', idea: 'a free slot is taken at once',
+    }), { within: 1000 });
+    const t0 = performance.now();
+    await client.write(Buffer.concat(Array.from({ length: 300 }, (_, i) => encode(FrameType.DATA, `w${i}`))));
+    await eventually(() => {
+      check(busy(client) >= 44 && server.queued <= 256, 'With the default options, the wait queue has no bound.', {
+        observed: `300 requests behind 1 busy slot: ${server.queued} waiting, ${busy(client)} refused with BUSY after ${(performance.now() - t0).toFixed(0)} ms`,
+        expected: 'at most 256 waiting (the default maxQueued); the other 44 or more refused with BUSY at once',
+        idea: 'a bound the server does not set by default is no bound: Semaphore(n) alone queues without end',
+      });
+    }, { within: 500 });
+    await eventually(() => {
+      check(busy(client) === 300, 'With the default options, a request waits for a slot for ever.', {
+        observed: `${(performance.now() - t0).toFixed(0)} ms after 300 requests queued behind a slot that never frees: ${busy(client)} answered BUSY, ${server.queued} still waiting`,
+        expected: 'all 300 answered BUSY by about 1000 ms (the default queueTimeoutMs)',
+        idea: 'a wait without a default deadline turns a stuck handler into requests stuck for ever',
+      });
+    }, { within: 1500 });
+    const elapsed = performance.now() - t0;
+    check(elapsed >= 998, 'The default wait ran out too early.', {
+      observed: `every waiting request was refused after ${elapsed.toFixed(0)} ms`, expected: 'not before 1000 ms (the default queueTimeoutMs)', idea: 'the queue absorbs a burst for queueTimeoutMs, no less',
+    });
+  });
+
+  test('twenty requests queued from one connection raise no listener-leak warning', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => void (w.name === 'MaxListenersExceededWarning' && warnings.push(w.message));
+    process.on('warning', onWarning);
+    h.defer(() => process.off('warning', onWarning));
+    const work = heldWork();
+    const server = await start({ maxInFlight: 1, maxQueued: 50, queueTimeoutMs: 5000, handler: work.handler });
+    const client = await h.connect(server.port);
+    for (let i = 0; i < 21; i++) client.send(FrameType.DATA, `r${i}`);
+    await eventually(() => check(work.running === 1 && server.queued === 20, 'The requests never queued.', {
+      observed: `${work.running} running, ${server.queued} waiting`, expected: '1 running, 20 waiting', idea: 'a busy slot makes the next requests wait',
+    }), { within: 1000 });
+    work.release();
+    await client.waitForFrames(21, 'the answers to all 21 requests');
+    await new Promise((resolve) => setImmediate(resolve)); // process.emitWarning reports on a later tick
+    check(warnings.length === 0, 'Queued requests from one connection piled listeners onto its signal.', {
+      observed: `Node warned: ${warnings[0]}`,
+      expected: 'no MaxListenersExceededWarning: the number of listeners on a connection\'s signal does not grow with its queued requests',
+      idea: "one 'abort' listener per waiter on a connection's signal grows with the queue; share one listener per signal (or give each request its own signal)",
+    });
+  });
+});
+
+describe('the semaphore keeps its promises', () => {
+  test('a waiter whose time runs out leaves the queue', async () => {
+    const sem = new Semaphore(1);
+    const held = await sem.acquire();
+    const late = await settleWithin(sem.acquire({ timeoutMs: 40 }), 1000);
+    const patient = sem.acquire();
+    const waitingAfter = sem.waiting;
+    held();
+    const next = await settleWithin(patient, 100);
+    check(late.done && 'error' in late && waitingAfter === 1 && next.done && 'value' in next, 'A waiter whose time ran out still holds a place in the queue.', {
+      observed: `a waiter timed out (${late.done ? ('error' in late ? 'rejected' : 'it got a permit') : 'still pending after 1000 ms'}); with one more waiter behind it, ${waitingAfter} waiting; on release the next waiter ${next.done ? 'got the permit' : 'was still waiting 100 ms later: the permit went to the one that had timed out, and is lost'}`,
+      expected: 'rejected; 1 waiting; the next waiter gets the permit',
+      idea: 'every way of giving up (the signal, the deadline) must take the waiter out of the queue',
+    });
+    if (next.done && 'value' in next) (next.value as Release)();
+  });
+
+  test('releasing the same permit twice frees only one', async () => {
+    const sem = new Semaphore(1);
+    const a = await sem.acquire();
+    const c = watchPromise(sem.acquire());
+    const d = watchPromise(sem.acquire());
+    a();
+    a();
+    await eventually(() => check(c.settled, 'The first waiter was not served.', {
+      observed: `first waiter ${c.state}`, expected: 'it gets the released permit', idea: 'a release hands the permit to the first waiter',
+    }), { within: 100 });
+    await new Promise((resolve) => setImmediate(resolve));
+    check(!d.settled && sem.waiting === 1 && sem.inUse === 1, 'One release called twice freed two permits.', {
+      observed: `a semaphore of 1; the holder released twice: the second waiter is ${d.state}, ${sem.waiting} waiting, ${sem.inUse} in use`,
+      expected: 'the second waiter still waiting, 1 waiting, 1 in use',
+      idea: 'each lease can be released once: remember it per lease, not by looking at the global count',
+    });
+    (c.value as Release)();
+    await eventually(() => check(d.settled, 'The second waiter was not served.', { observed: d.state, expected: 'resolved', idea: 'a release hands the permit on' }), { within: 100 });
+    (d.value as Release)();
+  });
+
+  test('a newcomer cannot take the permit a waiter was promised', async () => {
+    const sem = new Semaphore(1);
+    const a = await sem.acquire();
+    const waiter = watchPromise(sem.acquire());
+    a();
+    const newcomer = watchPromise(sem.acquire()); // in the same tick as the release
+    h.defer(async () => {
+      // Whatever happened, hand every permit back so no caller is left waiting after the test.
+      for (let i = 0; i < 3; i++) {
+        for (const w of [waiter, newcomer]) (w.value as Release | undefined)?.();
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    });
+    await eventually(() => check(waiter.settled || newcomer.settled, 'Nobody got the released permit.', {
+      observed: `the waiter is ${waiter.state}, the newcomer ${newcomer.state}`, expected: 'the waiter gets it', idea: 'a release hands the permit on',
+    }), { within: 200 });
+    await new Promise((resolve) => setTimeout(resolve, 20)); // give a polling waiter every chance to wake
+    check(waiter.state === 'resolved' && !newcomer.settled && sem.waiting === 1, 'A newcomer took the permit from under a waiter.', {
+      observed: `a permit released while one caller waited and another arrived in the same tick: the waiter is ${waiter.state}, the newcomer ${newcomer.state}; ${sem.waiting} waiting`,
+      expected: 'the waiter resolved, the newcomer waiting (first come, first served)',
+      idea: 'hand the permit straight to the first waiter on release; a semaphore that polls or frees the count first lets newcomers jump the queue, and a waiter can starve',
+    });
+    (waiter.value as Release)();
+    await eventually(() => check(newcomer.settled, 'The newcomer was never served.', { observed: newcomer.state, expected: 'resolved', idea: 'a release hands the permit on' }), { within: 200 });
+    (newcomer.value as Release)();
+  });
+
+  test("a waiter's listener on its signal is gone once it stops waiting", async () => {
+    const connection = new AbortController(); // one signal for all of a connection's requests
+    const baseline = getEventListeners(connection.signal, 'abort').length;
+    const sem = new Semaphore(1);
+    const held = await sem.acquire();
+    const w1 = sem.acquire({ signal: connection.signal });
+    const w2 = sem.acquire({ signal: connection.signal });
+    held();
+    (await w1)();
+    (await w2)();
+    const afterGranted = getEventListeners(connection.signal, 'abort').length - baseline;
+    const holder = await sem.acquire();
+    await settleWithin(sem.acquire({ signal: connection.signal, timeoutMs: 20 }), 500);
+    const afterTimeout = getEventListeners(connection.signal, 'abort').length - baseline;
+    holder();
+    check(afterGranted === 0 && afterTimeout === 0, "Waiters left listeners on their connection's signal.", {
+      observed: `'abort' listeners added to a long-lived signal: ${afterGranted} after two waiters got their permits and released them, ${afterTimeout} after one more timed out`,
+      expected: '0 and 0: a waiter that is served or gives up removes what it added',
+      idea: "a connection's signal lives as long as the connection: a listener left on it by every request is a leak ({ once: true } removes it only if the signal fires)",
+    });
+  });
+});
+
+describe('the reconnect loop never spins', () => {
+  test('the reconnect loop backs off while nothing listens', async () => {
+    // A port with nothing behind it: every attempt ends in ECONNREFUSED.
+    const probe = net.createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const port = (probe.address() as net.AddressInfo).port;
+    await new Promise((resolve) => probe.close(resolve));
+    const t0 = performance.now();
+    const client = keepConnected({ port, baseMs: 20, capMs: 1000, healthyMs: 1000, random: () => 0.999 });
+    h.defer(() => client.stop());
+    await eventually(() => {
+      check(client.attempts >= 5, 'The client stopped retrying.', {
+        observed: `${client.attempts} attempt(s)`, expected: '5 within 2 s', idea: 'a reconnecting client keeps trying',
+      });
+    }, { within: 2000 });
+    const elapsed = performance.now() - t0;
+    const attempts = client.attempts;
+    await client.stop();
+    // 20 + 40 + 80 + 160 ms (baseMs 20, random() = 0.999) before the 5th attempt.
+    check(elapsed >= 290, 'The client retried in a tight loop while the server was down.', {
+      observed: `5 attempts against a port with nothing listening took ${elapsed.toFixed(0)} ms (${attempts} attempts by the time we stopped it); waits recorded: ${client.delays.slice(0, 6).map((d) => d.toFixed(0)).join(', ') || 'none'}`,
+      expected: 'at least about 300 ms: waits of about 20, 40, 80 and 160 ms between them',
+      idea: 'a refused connect is a failure like any other: back off after it too, or a restarting server is met by a SYN flood from every client',
     });
   });
 });

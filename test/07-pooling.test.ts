@@ -2,9 +2,10 @@
 // hands out only live connections, lets idle ones go, never lends a connection in an
 // unknown state; and pooled buffers that go back only once write() is done with them.
 import net from 'node:net';
-import { once } from 'node:events';
+import { getEventListeners, once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'vitest';
-import { createPool, type ConnectionPool, type PoolOptions } from '#target/07-pooling/pool.ts';
+import { createPool, type ConnectionPool, type Lease, type PoolOptions } from '#target/07-pooling/pool.ts';
 import { BufferPool, writeFrame } from '#target/07-pooling/buffers.ts';
 import {
   check,
@@ -15,6 +16,7 @@ import {
   gate,
   LeakProbe,
   ReferenceDecoder,
+  settleWithin,
   useHarness,
   watchPromise,
   type Watched,
@@ -247,16 +249,33 @@ describe('baseline: the pool lends and reuses connections', () => {
       });
     }, { within: 50 + 250 });
     const [leak] = pool.leaks();
-    check(leak!.heldMs >= 48 && /forgetfulHandler|07-pooling\.test\.ts/.test(leak!.stack), 'The leak report does not say where the lease was taken.', {
+    check(leak!.heldMs >= 48 && /forgetfulHandler/.test(leak!.stack), 'The leak report does not say where the lease was taken.', {
       observed: `heldMs=${leak!.heldMs}, stack=${JSON.stringify(leak!.stack.slice(0, 300))}`,
-      expected: 'heldMs >= 50 and a stack that names the code that called acquire()',
-      idea: 'new Error().stack at acquire() time is the cheapest way to find who forgot to release',
+      expected: 'heldMs >= 50 and a stack that names the function that called acquire() (forgetfulHandler)',
+      idea: 'new Error().stack at the top of acquire(), before any await, is the cheapest way to find who forgot to release: after an await the caller\'s frames are gone',
     });
     lease.release();
     check(pool.leaks().length === 0, 'A released lease is still reported.', {
       observed: `${pool.leaks().length} leak(s) after release()`,
       expected: 'none',
       idea: 'a lease ends when it is released',
+    });
+    // The connection now sits idle past the threshold; idle time is not lease time.
+    const idleSince = performance.now();
+    await sleep(100);
+    const again = await pool.acquire();
+    check(pool.leaks().length === 0, 'A lease was reported as leaked the moment it was taken.', {
+      observed: `right after acquire() on a connection that had been idle for ${Math.round(performance.now() - idleSince)} ms: ${pool.leaks().length} leak(s), heldMs=${pool.leaks()[0]?.heldMs}`,
+      expected: 'none: this lease is a few ms old',
+      idea: 'a lease is timed from acquire(), not from when the connection was opened or last used',
+    });
+    again.destroy();
+    // Past the threshold again: a lease that was still on record would be reported now.
+    await sleep(60);
+    check(pool.leaks().length === 0, 'A lease that ended with destroy() is still reported.', {
+      observed: `${pool.leaks().length} leak(s) 60 ms after the only lease was destroyed (leakThresholdMs=50)`,
+      expected: 'none',
+      idea: 'a lease ends on release() and on destroy(): forget it on both paths, or every failed request stays on record for ever',
     });
   });
 
@@ -281,6 +300,29 @@ describe('baseline: the pool lends and reuses connections', () => {
         idea: 'a lease that ends while draining closes its connection',
       });
     }, { within: 500 });
+  });
+
+  test('drain() turns away the callers already waiting', async () => {
+    const { pool } = await setup({ max: 1 });
+    const held = await pool.acquire();
+    const waiter = watchPromise(pool.acquire());
+    await eventually(() => check(pool.waiting === 1, 'acquire() on a full pool did not wait.', {
+      observed: `waiting=${pool.waiting}`, expected: 'one caller waiting', idea: 'callers beyond max queue',
+    }), { within: 500 });
+    const drained = watchPromise(pool.drain());
+    await eventually(() => {
+      check(waiter.error?.name === 'PoolClosedError' && pool.waiting === 0, 'A caller waiting when drain() began was left waiting.', {
+        observed: `150 ms after drain(): the waiting acquire() ${outcome(waiter)}; waiting=${pool.waiting}`,
+        expected: 'a rejection with PoolClosedError at once',
+        idea: 'a draining pool lends nothing more: the callers already in the queue are refused now, not left to wait out their acquire timeout',
+      });
+    }, { within: 150 });
+    held.release();
+    await eventually(() => check(drained.settled && pool.size === 0, 'drain() did not finish after the last lease came back.', {
+      observed: `drain() ${drained.settled ? 'resolved' : 'pending'}; pool.size=${pool.size}`,
+      expected: 'drain() resolved with every connection closed',
+      idea: 'a lease that ends while draining closes its connection',
+    }), { within: 500 });
   });
 
   test("the pool's housekeeping timer does not hold the process open", async () => {
@@ -356,6 +398,11 @@ describe('the pool is bounded: in connections, in waiting time, in waiters', () 
       idea: 'a caller that gave up must also leave the wait queue',
     });
     held.release();
+    check(pool.idle === 1 && pool.borrowed === 0, 'The released connection went to a caller that had timed out.', {
+      observed: `idle=${pool.idle}, borrowed=${pool.borrowed} after the only lease was released; the only other caller had timed out`,
+      expected: 'idle=1: nobody is waiting any more',
+      idea: 'a timed-out waiter is removed from the queue, or a later release hands it a connection nobody will ever give back',
+    });
   });
 
   test('an aborted acquire() leaves the wait queue', async () => {
@@ -408,29 +455,121 @@ describe('the pool is bounded: in connections, in waiting time, in waiters', () 
 });
 
 describe('idle connections are let go', () => {
-  const IDLE_MS = 60;
+  const IDLE_MS = 80;
 
   test('idle connections are closed after idleTimeoutMs', async () => {
-    const { upstream, pool } = await setup({ max: 3, idleTimeoutMs: IDLE_MS });
-    const leases = await Promise.all([pool.acquire(), pool.acquire(), pool.acquire()]);
-    await eventually(() => check(upstream.open() === 3, 'The upstream did not see three connections.', {
-      observed: `${upstream.open()} open`, expected: '3', idea: 'three leases, three connections',
+    const { upstream, pool } = await setup({ max: 4, idleTimeoutMs: IDLE_MS });
+    const leases = await Promise.all([pool.acquire(), pool.acquire(), pool.acquire(), pool.acquire()]);
+    await eventually(() => check(upstream.open() === 4, 'The upstream did not see four connections.', {
+      observed: `${upstream.open()} open`, expected: '4', idea: 'four leases, four connections',
     }), { within: 500 });
+    // When each of our sockets closed: one sweep destroys them all in the same tick.
+    const closedAt: number[] = [];
+    leases.forEach((l) => l.socket.once('close', () => closedAt.push(performance.now())));
     const releasedAt = performance.now();
     leases.forEach((l) => l.release());
     await eventually(() => {
       check(upstream.open() === 0 && pool.idle === 0, 'Idle connections were kept open long after idleTimeoutMs.', {
         observed: `${Math.round(performance.now() - releasedAt)} ms after release with idleTimeoutMs=${IDLE_MS} and no traffic: ${pool.idle} idle in the pool, ${upstream.open()} open on the upstream`,
-        expected: `all three closed within about ${IDLE_MS} ms plus one evictor run`,
+        expected: `all four closed within about ${IDLE_MS} ms plus one evictor run`,
         idea: "checking age only when someone acquires never closes anything when traffic stops: an unref'd timer evicts idle connections",
       });
-    }, { within: IDLE_MS + 250 });
-    const first = Math.min(...upstream.closedAt) - releasedAt;
+    }, { within: IDLE_MS + 300 });
+    await eventually(() => check(closedAt.length === 4, "The pool's sockets did not all close.", {
+      observed: `${closedAt.length} of 4 emitted 'close'`, expected: '4', idea: 'a destroyed socket emits close',
+    }), { within: 500 });
+    const first = Math.min(...closedAt) - releasedAt;
+    const last = Math.max(...closedAt) - releasedAt;
     check(first >= IDLE_MS - 2, 'An idle connection was closed before idleTimeoutMs.', {
       observed: `the first closed ${Math.round(first)} ms after release`,
       expected: `no earlier than ${IDLE_MS} ms`,
       idea: 'idleTimeoutMs is measured from the last use',
     });
+    // Released together, they age together: one evictor run closes all of them.
+    check(last - first < IDLE_MS, 'Connections that went idle together were closed one evictor run at a time.', {
+      observed: `four connections released in the same tick closed over ${Math.round(last - first)} ms (first at ${Math.round(first)} ms, last at ${Math.round(last)} ms)`,
+      expected: `all four in the same sweep, a few ms apart (one sweep every ${IDLE_MS / 2} ms)`,
+      idea: 'an evictor run closes every connection older than idleTimeoutMs, not one per run: after a burst of 100, one per run takes 100 runs',
+    });
+  });
+
+  test('a lent connection is never evicted, and ages from its release', async () => {
+    const { pool } = await setup({ max: 2, idleTimeoutMs: IDLE_MS });
+    const [held, other] = await Promise.all([pool.acquire(), pool.acquire()]);
+    const acquiredAt = performance.now();
+    const otherSocket = other!.socket;
+    other!.release();
+    // Once the idle one is evicted, the evictor has run past the age of the lent one
+    // too (it was opened before the other was released).
+    await eventually(() => {
+      check(otherSocket.destroyed, 'An idle connection was kept open long after idleTimeoutMs.', {
+        observed: `${pool.idle} idle connection(s) still open ${IDLE_MS + 300} ms after release with idleTimeoutMs=${IDLE_MS}`,
+        expected: 'the idle one closed by the evictor',
+        idea: "an unref'd timer evicts idle connections",
+      });
+    }, { within: IDLE_MS + 300 });
+    check(!held!.socket.destroyed && held!.socket.readyState === 'open', 'The evictor closed a connection that was lent out.', {
+      observed: `a lease held ${Math.round(performance.now() - acquiredAt)} ms (idleTimeoutMs=${IDLE_MS}): its socket destroyed=${held!.socket.destroyed}, readyState=${held!.socket.readyState}`,
+      expected: 'the lent connection untouched: its borrower is in the middle of an exchange',
+      idea: 'only idle connections are evicted; a lent one belongs to its borrower until the lease ends',
+    });
+    const releasedAt = performance.now();
+    held!.release();
+    await eventually(() => {
+      check(held!.socket.destroyed, 'A connection released after a long lease was never evicted.', {
+        observed: `${Math.round(performance.now() - releasedAt)} ms after release: still open`,
+        expected: `closed about ${IDLE_MS} ms after its release`,
+        idea: "an unref'd timer evicts idle connections",
+      });
+    }, { within: IDLE_MS + 300 });
+    const closedAfter = performance.now() - releasedAt;
+    check(closedAfter >= IDLE_MS - 2, 'A connection was evicted right after its release because it had been lent for a long time.', {
+      observed: `closed ${Math.round(closedAfter)} ms after its release, idleTimeoutMs=${IDLE_MS}`,
+      expected: `no earlier than ${IDLE_MS} ms after release`,
+      idea: 'idle time starts when the connection comes back (set lastUsed in release), not when it was opened or lent',
+    });
+  });
+
+  test('an idle connection ages out while another stays busy', async () => {
+    // Longer here: the busy connection must never look idle, even on a loaded machine.
+    const IDLE_MS = 150;
+    for (let attempt = 1; ; attempt++) {
+      const { pool } = await setup({ max: 2, idleTimeoutMs: IDLE_MS });
+      const [spare, busy] = await Promise.all([pool.acquire(), pool.acquire()]);
+      const spareSocket = spare!.socket;
+      const busySocket = busy!.socket;
+      spare!.release();
+      busy!.release();
+      // A trickle of traffic that one connection serves: one borrow every IDLE_MS / 10.
+      const start = performance.now();
+      let lastTouch = start;
+      let maxGap = 0;
+      let rounds = 0;
+      let others = 0;
+      while (!spareSocket.destroyed && performance.now() - start < IDLE_MS * 1.5 + 300 && rounds < 200) {
+        const lease = await pool.acquire();
+        maxGap = Math.max(maxGap, performance.now() - lastTouch);
+        if (lease.socket !== busySocket) others++;
+        lease.release();
+        lastTouch = performance.now();
+        rounds++;
+        await sleep(IDLE_MS / 10);
+      }
+      // A machine so loaded that this loop stalled for half the timeout made the busy
+      // connection look idle: that run proves nothing, so run it again.
+      if (maxGap >= IDLE_MS / 2 && attempt < 3) continue;
+      check(spareSocket.destroyed, 'A spare idle connection was kept alive by traffic that one connection can carry.', {
+        observed: `${Math.round(performance.now() - start)} ms of one borrow every ${IDLE_MS / 10} ms with idleTimeoutMs=${IDLE_MS}: the spare connection is still open; ${others} of ${rounds} acquire() calls were served by it rather than by the most recently used one`,
+        expected: `the spare closed about ${IDLE_MS} ms after its last use`,
+        idea: 'lend the most recently used connection first (LIFO), and let the evictor close every idle connection past its age, wherever it sits in the list: otherwise a trickle of traffic keeps the peak number of connections open for ever',
+      });
+      check(!busySocket.destroyed, 'The evictor closed the connection in steady use.', {
+        observed: `the connection borrowed every ${IDLE_MS / 10} ms (never idle longer than ${Math.round(maxGap)} ms) was closed, idleTimeoutMs=${IDLE_MS}`,
+        expected: 'it stays open: it never sat idle for idleTimeoutMs',
+        idea: 'age is measured from the last use of each connection: set lastUsed when it comes back',
+      });
+      return;
+    }
   });
 });
 
@@ -448,6 +587,11 @@ describe('the pool hands out only live connections', () => {
         idea: "an idle socket must keep reading: a paused socket never sees the FIN (node-net: do not pause idle sockets)",
       });
     }, { within: 300 });
+    check(pool.idle === 0 && pool.size === 0, 'The idle list still counts a connection that closed.', {
+      observed: `after the upstream closed the only idle connection and it emitted 'close': idle=${pool.idle}, size=${pool.size}`,
+      expected: 'idle=0, size=0',
+      idea: "a connection leaves the idle list when it closes ('close'), not only when acquire() happens to pass over it: the pool's counts are what dashboards and autoscalers read",
+    });
     const next = await pool.acquire();
     check(next.socket !== socket && !next.socket.destroyed && next.socket.readyState === 'open', 'acquire() handed out a connection the upstream had closed.', {
       observed: `the lease's socket: ${next.socket === socket ? 'the one the upstream closed' : 'a new one'}, destroyed=${next.socket.destroyed}, readyState=${next.socket.readyState}`,
@@ -456,9 +600,116 @@ describe('the pool hands out only live connections', () => {
     });
     next.release();
   });
+
+  test('a connection that died while lent is not put back', async () => {
+    const { upstream, pool } = await setup();
+    const lease = await pool.acquire();
+    upstream.endAll();
+    await eventually(() => check(lease.socket.destroyed, "The lent socket never saw the upstream's FIN.", {
+      observed: `readyState=${lease.socket.readyState}`, expected: "'end' then 'close' within a few ms", idea: 'a socket that reads notices the FIN',
+    }), { within: 300 });
+    // Its borrower did not notice (it sent nothing yet) and ends the lease normally.
+    lease.release();
+    check(pool.idle === 0 && pool.size === 0, 'A connection that closed while lent was put back in the idle list.', {
+      observed: `after release() of a lease whose socket had closed: idle=${pool.idle}, size=${pool.size}`,
+      expected: 'idle=0, size=0: a dead connection is dropped, not given back',
+      idea: "validate on give-back too (!destroyed && readyState === 'open' && !readableEnded): 'close' already ran, so nothing else will take it out of the idle list",
+    });
+  });
+
+  test('a connection whose upstream sent FIN is not lent, even before it has closed', async () => {
+    const { upstream, pool } = await setup();
+    const first = await pool.acquire();
+    const socket = first.socket;
+    first.release();
+    // At 'end' the FIN has been read but the socket is not destroyed yet: this is the
+    // window that a check of `destroyed` alone misses. Borrow right then.
+    const borrowed = gate<Watched<Lease>>();
+    socket.once('end', () => borrowed.open(watchPromise(pool.acquire())));
+    upstream.endAll();
+    const next = await settleWithin(borrowed.opened, 500);
+    check(next.done, "The idle socket never saw the upstream's FIN.", {
+      observed: `no 'end' on the idle socket 500 ms after the upstream closed it (readyState=${socket.readyState})`,
+      expected: "'end' within a few ms",
+      idea: 'an idle socket must keep reading to notice the FIN',
+    });
+    const lease = 'value' in next ? next.value : undefined;
+    await eventually(() => check(lease!.settled, 'acquire() did not settle.', {
+      observed: outcome(lease!), expected: 'a lease', idea: 'acquire() lends, or opens, a connection',
+    }), { within: 500 });
+    const got = lease!.value;
+    check(got !== undefined && got.socket !== socket, 'acquire() lent a connection whose upstream had already sent FIN.', {
+      observed: `borrowed at the idle socket's 'end': ${got ? (got.socket === socket ? `the same socket (destroyed=${socket.destroyed}, readableEnded=${socket.readableEnded}, readyState=${socket.readyState})` : 'a new socket') : outcome(lease!)}`,
+      expected: 'a new connection: the FIN\'d one cannot carry a reply',
+      idea: "validate on borrow with !destroyed && readyState === 'open' && !readableEnded: a socket that read the FIN is not destroyed yet, but it is finished",
+    });
+    got!.release();
+  });
 });
 
 describe('a lease ends on every path', () => {
+  test('an ended lease has no effect any more', async () => {
+    const { upstream, pool } = await setup({ max: 2 });
+    const first = await pool.acquire();
+    const socket = first.socket;
+    // A borrower that ends its lease twice: a finally block after an explicit release().
+    first.release();
+    first.release();
+    check(pool.idle === 1 && pool.borrowed === 0, 'A lease released twice put its connection in the pool twice.', {
+      observed: `after release() twice on one lease: idle=${pool.idle}, borrowed=${pool.borrowed}, for ${upstream.accepted()} connection(s)`,
+      expected: 'idle=1: one connection, one place in the idle list',
+      idea: 'a lease ends once; a second release() or destroy() is ignored, or the same socket is lent to two borrowers',
+    });
+    const [a, b] = await Promise.all([pool.acquire(), pool.acquire()]);
+    check(a!.socket !== b!.socket, 'Two borrowers were lent the same connection.', {
+      observed: `two concurrent acquire() calls after a double release() got ${a!.socket === b!.socket ? 'the same socket' : 'different sockets'}`,
+      expected: 'two different connections',
+      idea: 'a lease ends once: two borrowers on one socket read each other\'s replies',
+    });
+    // The old lease's borrower, late, calls destroy(): the connection is someone else's now.
+    first.destroy();
+    const current = a!.socket === socket ? a! : b!;
+    check(!socket.destroyed && current.socket === socket, "An ended lease destroyed the connection it had given back, now lent to someone else.", {
+      observed: `first.destroy() after first.release(): the socket, now lent again, destroyed=${socket.destroyed}`,
+      expected: 'nothing: the old lease ended with release()',
+      idea: 'once a lease has ended, neither release() nor destroy() may touch its connection',
+    });
+    a!.release();
+    b!.release();
+  });
+
+  test('a destroyed lease frees its slot for a waiting caller', async () => {
+    const { pool } = await setup({ max: 1 });
+    const held = await pool.acquire();
+    const next = watchPromise(pool.acquire());
+    await eventually(() => check(pool.waiting === 1, 'acquire() on a full pool did not wait.', {
+      observed: `waiting=${pool.waiting}`, expected: 'one caller waiting', idea: 'callers beyond max queue',
+    }), { within: 500 });
+    held.destroy();
+    await eventually(() => {
+      check(next.value !== undefined && next.value.socket !== held.socket, 'A waiting caller was not served after the only lease was destroyed.', {
+        observed: `500 ms after destroy() on the only lease (max=1): the waiting acquire() ${outcome(next)}; size=${pool.size}, waiting=${pool.waiting}`,
+        expected: 'the waiter gets a new connection in the freed slot, at once',
+        idea: "a slot frees when a connection closes, not only when one is released: wake the first waiter from 'close' too, or it waits out its whole acquire timeout",
+      });
+    }, { within: 500 });
+    next.value!.release();
+  });
+
+  test("a long-lived caller signal keeps no listeners from finished requests", async () => {
+    const { pool } = await setup({ max: 2 });
+    // One signal for a whole client session, passed to every request it makes.
+    const session = new AbortController();
+    const before = getEventListeners(session.signal, 'abort').length;
+    for (let i = 0; i < 12; i++) await pool.request(`r${i}`, { signal: session.signal });
+    const after = getEventListeners(session.signal, 'abort').length;
+    check(after === before, "Finished requests left 'abort' listeners on their caller's signal.", {
+      observed: `${after - before} 'abort' listener(s) left on one session signal after 12 completed requests`,
+      expected: '0: each request removes its listener when it settles',
+      idea: "a listener added for the length of an exchange is removed when the exchange ends, on every path: on a long-lived signal they pile up (MaxListenersExceededWarning after 10) and keep every finished request's closures alive",
+    });
+  });
+
   test('a request that gave up gives its connection back', async () => {
     const { pool } = await setup({ max: 2, leakThresholdMs: 1 });
     const gaveUp = [1, 2].map(() => watchPromise(pool.request('never', { signal: AbortSignal.timeout(50) })));
@@ -557,21 +808,27 @@ describe('a pooled buffer goes back only when write() is done with it', () => {
     const peer = await readingPeer({ start: false });
     // The peer does not read yet, so the kernel buffers fill up and write() starts to
     // queue: what we write next waits in the socket, as a reference to our buffer.
-    const filler = encode(FrameType.DATA, Buffer.alloc(64 * 1024 - 5));
+    // Small fillers: when the kernel stops taking them, only one (8 KiB, below the
+    // 16 KiB high-water mark) waits in the socket, so write() still returns true for our
+    // frames although they are queued: the slab is held whatever write() answered.
+    const filler = encode(FrameType.DATA, Buffer.alloc(8 * 1024 - 5));
     let fills = 0;
-    while (peer.socket.writableLength === 0 && fills < 2000) {
+    while (peer.socket.writableLength === 0 && fills < 4000) {
       peer.socket.write(filler);
       fills++;
     }
     check(peer.socket.writableLength > 0, 'Test setup: the kernel buffers never filled.', {
-      observed: `${fills} writes of 64 KiB and write() still went straight to the kernel`,
+      observed: `${fills} writes of 8 KiB and write() still went straight to the kernel`,
       expected: 'a queue after about 60 writes (3.7 MB on loopback)',
       idea: 'this test needs a peer that does not read',
     });
     const buffers = new BufferPool(256, 4);
     // Two senders, one after the other, sharing one buffer pool.
-    writeFrame(peer.socket, FrameType.DATA, 'message from A', buffers);
-    writeFrame(peer.socket, FrameType.DATA, 'message from B', buffers);
+    const answers = [
+      writeFrame(peer.socket, FrameType.DATA, 'message from A', buffers),
+      writeFrame(peer.socket, FrameType.DATA, 'message from B', buffers),
+    ];
+    const queued = peer.socket.writableLength;
     peer.resume();
     const expectedBytes = fills * filler.length + 2 * (5 + 'message from A'.length);
     await eventually(() => {
@@ -583,7 +840,7 @@ describe('a pooled buffer goes back only when write() is done with it', () => {
     }, { within: 2000 });
     const got = peer.messages();
     check(got[0] === 'message from A' && got[1] === 'message from B', "The peer received another message's bytes.", {
-      observed: `sent "message from A" then "message from B"; the peer received ${JSON.stringify(got)}`,
+      observed: `sent "message from A" then "message from B" while ${queued} bytes waited in the socket (write() returned ${answers.join(' and ')}); the peer received ${JSON.stringify(got)}`,
       expected: '["message from A", "message from B"]',
       idea: "socket.write() does not copy: a queued chunk is a reference to your buffer until the write callback runs; give the buffer back to the pool there, not after write() returns",
     });

@@ -5,9 +5,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, test, vi } from 'vitest';
 import { startJournalServer, type Entry, type JournalOptions } from '#target/08-graceful-shutdown/journal.ts';
-import { targetFromEnv, treeFor, projectRoot } from '../runtime/targets/resolve.ts';
+import { projectRoot } from '../runtime/targets/resolve.ts';
 import {
   check,
   connect,
@@ -19,6 +20,8 @@ import {
   ReferenceDecoder,
   settleWithin,
   useHarness,
+  watchPromise,
+  encode,
   type Frame,
   type TestClient,
 } from '../runtime/harness/index.ts';
@@ -31,8 +34,22 @@ const BIG_ENTRIES = 16;
 const BIG_ENTRY_BYTES = 512 * 1024;
 const MB = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
 
+/**
+ * Starts a journal and stops it after the test. Not h.track(): its 2 s wait for a stop()
+ * that hangs comes on top of the failure the test already reported, in every test, and a
+ * mistake's run should fail fast. A correct stop() here has no client left (the harness
+ * closed them first) and resolves at once; 1 s is generous. Candidate for the harness:
+ * h.track(server, { within }).
+ */
+const CLEANUP_STOP_MS = 1000;
 async function start(options: JournalOptions = {}) {
-  return h.track(await startJournalServer({ persistMs: 5, ...options }));
+  const server = await startJournalServer({ persistMs: 5, ...options });
+  h.defer(async () => {
+    const outcome = await settleWithin(server.stop(), CLEANUP_STOP_MS);
+    if (!outcome.done) throw new Error(`stop() had not finished ${CLEANUP_STOP_MS} ms after it was called (no client was left connected)`);
+    if ('error' in outcome) throw outcome.error;
+  });
+  return server;
 }
 type Journal = Awaited<ReturnType<typeof start>>;
 
@@ -54,6 +71,28 @@ const framesSummary = (frames: Frame[]) => {
   }
   return counts.size ? [...counts].map(([n, c]) => `${c} ${n}`).join(', ') : 'no frames';
 };
+
+/** Waits until the server is storing `n` requests (the test's persist() holds them). */
+async function inFlight(server: Journal, n: number): Promise<void> {
+  await eventually(() => {
+    check(server.inflight === n, `${n} request(s) never got in flight.`, {
+      observed: `${server.inflight} request(s) in flight`,
+      expected: `${n} request(s) being stored`,
+      idea: 'the server starts storing each request as it reads it',
+    });
+  }, { within: 2000 });
+}
+
+/** Waits for the GOAWAY that stop() owes every client, busy or not. */
+async function goawayReaches(client: TestClient): Promise<void> {
+  await eventually(() => {
+    check(gotGoaway(client), 'No GOAWAY after stop().', {
+      observed: `received ${framesSummary(client.frames)}`,
+      expected: 'GOAWAY',
+      idea: 'stop() tells every client it is going away, busy or not',
+    });
+  }, { within: 2000 });
+}
 
 /** A persist() that holds every entry until the shutdown signal tells it to hurry. */
 function untilShutdown(signal: AbortSignal): Promise<void> {
@@ -117,20 +156,31 @@ async function stalledFollower(server: Journal) {
       resolve();
     }),
   );
-  h.defer(async () => {
+  const destroy = async () => {
     socket.destroy();
     await closed;
-  });
+  };
+  h.defer(destroy);
   await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
   socket.pause();
-  return { socket, seen };
+  return { socket, seen, destroy };
 }
 
 describe('baseline: the journal stores, acknowledges and shuts down', () => {
   test('an entry is acknowledged once it is in the log', async () => {
-    const server = await start();
+    const stored = gate();
+    const server = await start({ persist: () => stored.opened });
     const client = await h.connect(server.port);
     client.send(FrameType.DATA, entry(7, 'hello'));
+    await inFlight(server, 1);
+    // Storage is still working on it: no ACK may have left yet.
+    await sleep(20);
+    check(acked(client).length === 0, 'Entry 7 was acknowledged before it was stored.', {
+      observed: `the client received ${framesSummary(client.frames)} while persist() had not finished; the log holds [${logIds(server).join(', ')}]`,
+      expected: 'no ACK until persist() resolves and the entry is in the log',
+      idea: 'an ACK is a promise that the entry is stored: a crash or a shutdown between an early ACK and the write loses an entry the client has forgotten',
+    });
+    stored.open();
     const [ack] = await client.waitForFrames(1, 'an ACK for entry 7');
     check(ack!.type === FrameType.ACK && ack!.body.toString() === '7', 'Entry 7 was not acknowledged.', {
       observed: `the reply was ${framesSummary([ack!])} "${ack!.body.toString()}"`,
@@ -201,20 +251,16 @@ describe('baseline: the journal stores, acknowledges and shuts down', () => {
     });
     const client = await h.connect(server.port);
     for (const id of [1, 2, 3]) client.send(FrameType.DATA, entry(id));
-    await eventually(() => {
-      check(server.inflight === 3, 'The three requests never got in flight.', {
-        observed: `${server.inflight} request(s) in flight`,
-        expected: '3 requests being stored',
-        idea: 'the server starts storing each request as it reads it',
-      });
-    }, { within: 2000 });
+    await inFlight(server, 3);
     const stopped = server.stop();
+    await eventually(() => {
+      check(signals.every((s) => s.aborted), 'stop() did not tell the handlers to hurry.', {
+        observed: `500 ms after stop(), ${signals.filter((s) => s.aborted).length} of ${signals.length} persist() signals aborted`,
+        expected: 'every signal aborted when stop() begins',
+        idea: 'an AbortSignal passed down to the work lets shutdown cut its waits short: abort it first, not after the drain',
+      });
+    }, { within: 500 });
     await client.waitClosed('the connection closes once its in-flight requests are answered', 1500);
-    check(signals.every((s) => s.aborted), 'stop() did not tell the handlers to hurry.', {
-      observed: `${signals.filter((s) => s.aborted).length} of ${signals.length} persist() signals aborted`,
-      expected: 'every signal aborted when stop() begins',
-      idea: 'an AbortSignal passed down to the work lets shutdown cut its waits short',
-    });
     check(acked(client).sort().join() === '1,2,3' && gotGoaway(client), 'In-flight requests were not all answered before the close.', {
       observed: `the client received ${framesSummary(client.frames)} (ACKs for [${acked(client).join(', ')}])`,
       expected: 'GOAWAY and ACKs for 1, 2 and 3, then the close',
@@ -228,21 +274,9 @@ describe('baseline: the journal stores, acknowledges and shuts down', () => {
     const server = await start({ persist: (e: Entry) => (e.id === 1 ? held.opened : Promise.resolve()) });
     const client = await h.connect(server.port);
     client.send(FrameType.DATA, entry(1));
-    await eventually(() => {
-      check(server.inflight === 1, 'Request 1 never got in flight.', {
-        observed: `${server.inflight} request(s) in flight`,
-        expected: '1',
-        idea: 'the server starts storing each request as it reads it',
-      });
-    }, { within: 2000 });
+    await inFlight(server, 1);
     const stopped = server.stop();
-    await eventually(() => {
-      check(gotGoaway(client), 'No GOAWAY after stop().', {
-        observed: `received ${framesSummary(client.frames)}`,
-        expected: 'GOAWAY',
-        idea: 'stop() tells every client it is going away',
-      });
-    }, { within: 2000 });
+    await goawayReaches(client);
     // Request 1 is still being stored, so the connection is open: this one arrives late.
     client.send(FrameType.DATA, entry(2));
     await eventually(() => {
@@ -260,6 +294,61 @@ describe('baseline: the journal stores, acknowledges and shuts down', () => {
       idea: 'in-flight work finishes; work read after GOAWAY does not start',
     });
     await stopped;
+  });
+
+  test('in-flight requests that finish one at a time are all answered before the close', async () => {
+    const held = new Map([1, 2].map((id) => [id, gate()] as const));
+    const server = await start({ persist: (e: Entry) => held.get(e.id)?.opened ?? Promise.resolve() });
+    const client = await h.connect(server.port);
+    client.send(FrameType.DATA, entry(1));
+    client.send(FrameType.DATA, entry(2));
+    await inFlight(server, 2);
+    const stopped = server.stop();
+    await goawayReaches(client);
+    // Storage finishes request 1, and only later request 2.
+    held.get(1)!.open();
+    await eventually(() => {
+      check(acked(client).includes(1) || client.closed, 'Request 1 was stored but not answered.', {
+        observed: `received ${framesSummary(client.frames)}`,
+        expected: 'ACK 1',
+        idea: 'in-flight work finishes and is answered during a shutdown',
+      });
+    }, { within: 1000 });
+    held.get(2)!.open();
+    await client.waitClosed('the connection closes once both requests are answered');
+    check(acked(client).includes(1) && acked(client).includes(2), 'The connection was closed before its last in-flight request was answered.', {
+      observed: `the client received ${framesSummary(client.frames)} (ACKs for [${acked(client).join(', ')}]) before the close; the log holds [${logIds(server).join(', ')}]`,
+      expected: 'ACK 1, then ACK 2, then the close',
+      idea: 'a busy connection hangs up after its LAST reply: end() after the first one throws away the ACKs of the requests still being stored',
+    });
+    await stopped;
+  });
+
+  test('stop() called twice waits for the same drain', async () => {
+    const held = gate();
+    const server = await start({ persist: () => held.opened });
+    const client = await h.connect(server.port);
+    client.send(FrameType.DATA, entry(1));
+    await inFlight(server, 1);
+    // Two callers: a signal handler and a health check, say.
+    const first = watchPromise(server.stop());
+    const second = watchPromise(server.stop());
+    await goawayReaches(client);
+    await sleep(30);
+    check(!first.settled && !second.settled, `The ${first.settled ? 'first' : 'second'} stop() ${(first.settled ? first : second).state} while a request was still in flight.`, {
+      observed: `first stop() ${first.state}, second stop() ${second.state}${second.error ? ` (${second.error.message})` : ''}; request 1 still being stored, its connection open`,
+      expected: 'both calls pending until the drain is done, then both resolve',
+      idea: 'stop() is called from more than one place: the second call must join the drain in progress (keep its promise), not start another, fail, or resolve early',
+    });
+    held.open();
+    await client.waitClosed('the connection closes once request 1 is answered');
+    const both = await settleWithin(Promise.all([server.stop(), first.settled ? Promise.resolve() : server.stop()]), 1000);
+    const goaways = client.frames.filter((f) => f.type === FrameType.GOAWAY).length;
+    check(both.done && !('error' in both) && goaways === 1 && acked(client).includes(1), 'Calling stop() twice did not end in one clean drain.', {
+      observed: `stop() ${!both.done ? 'still pending 1000 ms after the connection closed' : 'error' in both ? `rejected (${(both.error as Error).message})` : 'resolved'}; the client received ${framesSummary(client.frames)}`,
+      expected: 'one GOAWAY, ACK 1, the close, and both stop() calls resolved',
+      idea: 'stop() is idempotent: every call returns the same drain',
+    });
   });
 
   test('no acknowledged entry is lost when the server stops mid-stream', async () => {
@@ -293,7 +382,7 @@ describe('baseline: the journal stores, acknowledges and shuts down', () => {
         idea: 'the journal acknowledges entries as it stores them',
       });
     }, { within: 3000 });
-    await stopWithin(server, 3000, 'three clients were streaming entries');
+    await stopWithin(server, 1500, 'three clients were streaming entries');
     for (const client of clients) await client.waitClosed('stop() closes every connection');
 
     const stored = new Set(logIds(server));
@@ -324,27 +413,40 @@ describe('baseline: the journal stores, acknowledges and shuts down', () => {
 
 describe('graceful shutdown: flush, deadline, timers, signals', () => {
   test('queued entries and GOAWAY reach a slow follower before it is disconnected', async () => {
-    // A long grace period: the follower has all the time it needs to catch up.
-    const server = await start({ graceMs: 5000 });
-    const follower = await stalledFollower(server);
+    // A long grace period: the followers have all the time they need to catch up. One is
+    // idle; the other also has a request in flight, held until shutdown begins.
+    const server = await start({ graceMs: 5000, persist: (e: Entry, signal: AbortSignal) => (e.id === 999 ? untilShutdown(signal) : Promise.resolve()) });
+    const idle = await stalledFollower(server);
+    const busy = await stalledFollower(server);
+    busy.socket.write(encode(FrameType.DATA, entry(999)));
+    await inFlight(server, 1);
     await flood(server);
     const stopped = server.stop();
-    // The follower catches up right away, well within the grace period.
-    follower.socket.resume();
-    await eventually(() => {
-      check(follower.seen.closed, 'The slow follower was never disconnected.', {
-        observed: `still open 5000 ms after stop(); it has received ${MB(follower.seen.bytes)}`,
-        expected: 'everything queued delivered, then FIN',
-        idea: 'stop() ends every connection once its queue is flushed',
+    // The followers catch up right away, well within the grace period.
+    idle.socket.resume();
+    busy.socket.resume();
+    for (const [name, follower] of [['idle', idle], ['busy', busy]] as const) {
+      await eventually(() => {
+        check(follower.seen.closed, `The ${name} slow follower was never disconnected.`, {
+          observed: `still open 3000 ms after stop(); it has received ${MB(follower.seen.bytes)}`,
+          expected: 'everything queued delivered, then FIN',
+          idea: 'stop() ends every connection once its queue is flushed',
+        });
+      }, { within: 3000 });
+    }
+    for (const [name, follower] of [['idle', idle], ['busy', busy]] as const) {
+      const copies = follower.seen.types.filter((t) => t === FrameType.DATA).length;
+      const goaway = follower.seen.types.includes(FrameType.GOAWAY);
+      const acks = follower.seen.types.filter((t) => t === FrameType.ACK).length;
+      const wantAck = name === 'busy' ? 1 : 0;
+      check(copies === BIG_ENTRIES && goaway && acks === wantAck, `A${name === 'idle' ? 'n' : ''} ${name} follower lost what was queued for it when the server stopped.`, {
+        observed: `before the connection closed the ${name} follower received ${copies} of ${BIG_ENTRIES} entries (${MB(follower.seen.bytes)} of ${MB(BIG_ENTRIES * BIG_ENTRY_BYTES)}), ${goaway ? 'a' : 'no'} GOAWAY${name === 'busy' ? ` and ${acks} ACK for its request in flight` : ''}`,
+        expected: `all ${BIG_ENTRIES} entries, then GOAWAY${name === 'busy' ? ', then the ACK for request 999' : ''}, then FIN`,
+        idea: name === 'idle'
+          ? 'destroy() throws away everything still queued in user space; end() sends it all, then FIN. A connection with no request in flight can still have megabytes queued'
+          : 'after its last reply a busy connection must end(), not destroy(): its reply is queued behind megabytes of entries, and destroy() throws them all away',
       });
-    }, { within: 5000 });
-    const copies = follower.seen.types.filter((t) => t === FrameType.DATA).length;
-    const goaway = follower.seen.types.includes(FrameType.GOAWAY);
-    check(copies === BIG_ENTRIES && goaway, 'A follower lost what was queued for it when the server stopped.', {
-      observed: `before the connection closed the follower received ${copies} of ${BIG_ENTRIES} entries (${MB(follower.seen.bytes)} of ${MB(BIG_ENTRIES * BIG_ENTRY_BYTES)}) and ${goaway ? 'a' : 'no'} GOAWAY`,
-      expected: `all ${BIG_ENTRIES} entries, then GOAWAY, then FIN`,
-      idea: 'destroy() throws away everything still queued in user space; end() sends it all, then FIN. A connection with no request in flight can still have megabytes queued',
-    });
+    }
     await stopped;
   });
 
@@ -352,24 +454,28 @@ describe('graceful shutdown: flush, deadline, timers, signals', () => {
     const GRACE_MS = 150;
     const server = await start({ graceMs: GRACE_MS, persist: (e: Entry, signal: AbortSignal) => (e.id === 999 ? untilShutdown(signal) : Promise.resolve()) });
     const stuck = await stalledClient(server);
+    // Another that never reads either, but sends its heartbeat (lesson 04) every 40 ms: it
+    // is never idle, and still has to go at the deadline.
+    const chatty = await stalledClient(server);
+    const heartbeat = setInterval(() => chatty.send(FrameType.PING), 40);
+    h.defer(() => clearInterval(heartbeat));
     const writer = await flood(server);
     // The stuck client also has a request in flight: its ACK will queue behind 8 MB.
     stuck.send(FrameType.DATA, entry(999));
-    await eventually(() => {
-      check(server.inflight === 1, 'Request 999 never got in flight.', {
-        observed: `${server.inflight} request(s) in flight`,
-        expected: '1',
-        idea: 'the server starts storing each request as it reads it',
-      });
-    }, { within: 2000 });
+    await inFlight(server, 1);
     const started = performance.now();
-    const stopped = server.stop();
+    const stopped = watchPromise(server.stop());
     await writer.waitClosed('the client that reads is closed at once');
     await eventually(() => {
-      check(server.connections === 0, `A client that never reads was still connected ${GRACE_MS + 600} ms after stop().`, {
-        observed: `${server.connections} connection(s) open. ${MB(BIG_ENTRIES * BIG_ENTRY_BYTES)} was sent to a client that does not read; loopback absorbs about 3.7 MB, the rest waits in the socket, so end() cannot finish and server.close() cannot call back`,
-        expected: `the connection destroyed at the ${GRACE_MS} ms grace deadline`,
-        idea: 'end() waits for queued bytes to be written; a peer that never reads holds it open for ever, so a shutdown destroys stragglers at a deadline',
+      const left = server.connections;
+      const who = left === 1 ? 'A client that never reads but sends heartbeats' : 'A client that never reads';
+      check(left === 0, `${who} was still connected ${GRACE_MS + 600} ms after stop().`, {
+        observed: `${left} of 2 stragglers still connected (neither reads; one sends a PING every 40 ms). ${MB(BIG_ENTRIES * BIG_ENTRY_BYTES)} was sent to each; loopback absorbs about 3.7 MB, the rest waits in the socket, so end() cannot finish and server.close() cannot call back`,
+        expected: `both connections destroyed at the ${GRACE_MS} ms grace deadline`,
+        // Only one left: the one with a heartbeat (nothing else tells the two apart).
+        idea: left === 1
+          ? 'a grace deadline is a fixed time after stop(), not an idle timeout (socket.setTimeout): a client that sends a heartbeat is never idle, and holds the shutdown for ever'
+          : 'end() waits for queued bytes to be written; a peer that never reads holds it open for ever, so a shutdown destroys stragglers at a deadline',
       });
     }, { within: GRACE_MS + 600 });
     const elapsed = performance.now() - started;
@@ -379,9 +485,16 @@ describe('graceful shutdown: flush, deadline, timers, signals', () => {
       idea: 'the grace period is what a slow client is promised: force only at the deadline',
     });
     await stopWithin(server, 1000, 'every connection had closed');
-    // The test's own stuck client is ours to close; everything else must already be gone.
+    check(stopped.state === 'resolved' && stopped.afterMs! >= GRACE_MS - 2, 'stop() resolved while a connection was still open.', {
+      observed: `stop() ${stopped.state} ${stopped.afterMs?.toFixed(0)} ms after it was called; the client that never reads was open until the ${GRACE_MS} ms deadline`,
+      expected: `stop() resolves once server.close() has called back: no earlier than ${GRACE_MS} ms here`,
+      idea: 'whoever awaits stop() (main.ts, a test, an orchestrator hook) takes it to mean "drained": resolve only when the last connection has closed',
+    });
+    // The test's own clients are ours to close; everything else must already be gone.
+    clearInterval(heartbeat);
+    chatty.destroy();
     stuck.destroy();
-    await eventually(() => check(stuck.closed, 'Our own client did not close.', { observed: 'open after destroy()', expected: 'closed', idea: 'destroy() closes at once' }), { within: 500 });
+    await eventually(() => check(stuck.closed && chatty.closed, 'Our own clients did not close.', { observed: 'open after destroy()', expected: 'closed', idea: 'destroy() closes at once' }), { within: 500 });
     const leaks = await h.probe.settle(300);
     check(leaks.resources.size === 0, 'stop() resolved but left something open.', {
       observed: `after stop() resolved: ${describeLeaks(leaks)}`,
@@ -390,16 +503,53 @@ describe('graceful shutdown: flush, deadline, timers, signals', () => {
     });
   });
 
+  test('a request whose storage never finishes is cut off at the grace deadline', async () => {
+    const GRACE_MS = 100;
+    // A disk that hangs: this write never completes, shutdown or not.
+    const server = await start({ graceMs: GRACE_MS, persist: () => new Promise<void>(() => {}) });
+    const client = await h.connect(server.port);
+    client.send(FrameType.DATA, entry(1));
+    await inFlight(server, 1);
+    const started = performance.now();
+    const stopped = watchPromise(server.stop());
+    await eventually(() => {
+      check(client.closed, `A connection whose request never finished was still open ${GRACE_MS + 600} ms after stop().`, {
+        observed: `the client received ${framesSummary(client.frames)} and is still connected; stop() is ${stopped.state}`,
+        expected: `the connection destroyed at the ${GRACE_MS} ms grace deadline, and stop() resolved`,
+        idea: 'the grace deadline covers in-flight work too: waiting for it (or sparing busy connections from the deadline) lets one stuck request hold the shutdown for ever',
+      });
+    }, { within: GRACE_MS + 600 });
+    const elapsed = performance.now() - started;
+    check(elapsed >= GRACE_MS - 2, 'A request in flight was cut off before the grace period ended.', {
+      observed: `disconnected ${elapsed.toFixed(0)} ms after stop(), with its request still being stored`,
+      expected: `no earlier than the ${GRACE_MS} ms grace deadline`,
+      idea: 'in-flight work is given the grace period to finish: force only at the deadline',
+    });
+    await stopWithin(server, 1000, 'the only connection had been cut off');
+    check(gotGoaway(client) && !acked(client).includes(1) && !logIds(server).includes(1), 'The unfinished request was answered as stored.', {
+      observed: `the client received ${framesSummary(client.frames)}; the log holds [${logIds(server).join(', ')}]`,
+      expected: 'GOAWAY, no ACK for request 1 (it was never stored), then the cut',
+      idea: 'an ACK means stored: a request cut off at the deadline gets none, and its client sends it again elsewhere',
+    });
+  });
+
   test('stop() clears the stats timer', async () => {
     const reports: number[] = [];
-    // Watch the intervals the server starts, so the test can clear a leaked one after it
-    // has failed: otherwise it would report into this test file for ever.
+    // An unusual grace period, so the deadline timer can be told from the harness's own.
+    const GRACE_MS = 4321;
+    // Watch the timers the server starts: to name a leaked one, and to clear it after the
+    // test has failed (otherwise it would report into this test file for ever).
     const intervals = vi.spyOn(globalThis, 'setInterval');
+    const timeouts = vi.spyOn(globalThis, 'setTimeout');
+    const started = (spy: { mock: { calls: unknown[][]; results: Array<{ type: string; value?: unknown }> } }, ms: number) =>
+      spy.mock.results.filter((r, i) => r.type === 'return' && spy.mock.calls[i]![1] === ms).map((r) => r.value as NodeJS.Timeout);
     h.defer(() => {
-      for (const r of intervals.mock.results) if (r.type === 'return') clearInterval(r.value as NodeJS.Timeout);
+      for (const t of started(intervals, 50)) clearInterval(t);
+      for (const t of started(timeouts, GRACE_MS)) clearTimeout(t);
       intervals.mockRestore();
+      timeouts.mockRestore();
     });
-    const server = await start({ statsMs: 50, onStats: (s) => reports.push(s.stored) });
+    const server = await start({ statsMs: 50, graceMs: GRACE_MS, onStats: (s) => reports.push(s.stored) });
     await eventually(() => {
       check(reports.length >= 2, 'The stats timer never reported.', {
         observed: `${reports.length} report(s)`,
@@ -407,12 +557,31 @@ describe('graceful shutdown: flush, deadline, timers, signals', () => {
         idea: 'onStats is called every statsMs',
       });
     }, { within: 2000 });
-    await stopWithin(server, 1500, 'no client was connected');
+    // A client that leaves before the deadline: stop() finishes early and must disarm it.
+    const client = await h.connect(server.port);
+    await stopWithin(server, 1500, 'one idle client was connected');
+    await client.waitClosed('stop() ends the idle connection');
     const leaks = await h.probe.settle(100);
-    check(!leaks.resources.has('Timeout'), 'The stats timer is still running after stop().', {
-      observed: `100 ms after stop() resolved, still alive: ${describeLeaks(leaks)}; onStats was called ${reports.length} times so far`,
+    const scheduled = (t: NodeJS.Timeout) => !(t as unknown as { _destroyed?: boolean })._destroyed;
+    const stats = started(intervals, 50).filter(scheduled);
+    const unrefd = stats.filter((t) => !t.hasRef()).length;
+    check(stats.length === 0, 'The stats timer is still running after stop().', {
+      observed: `100 ms after stop() resolved, ${stats.length} stats interval(s) still scheduled${unrefd ? ` (${unrefd} unref'd)` : ''}; onStats was called ${reports.length} times so far`,
       expected: 'no timer: stop() clears the intervals the server started',
-      idea: 'a ref\'ed interval keeps the process alive: after SIGTERM it would never exit by itself',
+      idea: unrefd
+        ? "unref() only stops an interval from keeping the process alive: it still fires every statsMs, reporting a dead server and holding it in memory. clearInterval() ends it"
+        : "a ref'ed interval keeps the process alive: after SIGTERM it would never exit by itself. clearInterval() it in stop()",
+    });
+    const deadlines = started(timeouts, GRACE_MS).filter(scheduled);
+    check(deadlines.length === 0, 'The grace deadline is still armed after stop() resolved.', {
+      observed: `every connection closed at once, stop() resolved, and ${deadlines.length} setTimeout(…, ${GRACE_MS}) is still scheduled${deadlines.some((t) => !t.hasRef()) ? " (unref'd)" : ''}`,
+      expected: 'the deadline cleared (clearTimeout) as soon as the last connection closed',
+      idea: 'a deadline that outlives the drain keeps the process alive for the whole grace period (or, unref\'d, fires later on a server that is gone): clear it once close() has called back',
+    });
+    check(leaks.resources.size === 0, 'stop() resolved but left something running.', {
+      observed: `100 ms after stop() resolved, still alive: ${describeLeaks(leaks)}`,
+      expected: 'nothing: no listening server, no socket, no timer',
+      idea: 'a stopped server leaves nothing running: clear every timer and interval it started',
     });
   });
 
@@ -430,14 +599,16 @@ describe('graceful shutdown: flush, deadline, timers, signals', () => {
       });
     }, { within: 3000 });
     process.kill(child.pid, 'SIGTERM');
-    const exit = await child.waitExit(4000, 'the process exits by itself once stop() has released everything');
+    const exit = await child.waitExit(2500, 'the process exits by itself once stop() has released everything');
     check(gotGoaway(client) && acked(client).includes(1), 'The process stopped without draining.', {
-      observed: `exit code ${exit.code}; the client received ${framesSummary(client.frames)} before the connection ${client.closed ? 'closed' : 'stalled'}`,
+      observed: `${exitText(exit)}; the client received ${framesSummary(client.frames)} before the connection ${client.closed ? 'closed' : 'stalled'}`,
       expected: 'GOAWAY and the ACK for the request in flight, then the close, then exit code 0',
-      idea: 'process.exit() on SIGTERM ends everything at once: the in-flight request and queued replies are lost. Call stop() and let the process exit when it is done',
+      idea: exit.signal
+        ? 'a signal with no listener kills the process on the spot: main.ts must handle SIGTERM, call stop(), and let the process exit when it is done'
+        : 'process.exit() on SIGTERM ends everything at once: the in-flight request and queued replies are lost. Call stop() and let the process exit when it is done',
     });
-    check(exit.code === 0, `The process exited with code ${exit.code ?? exit.signal} after a clean drain.`, {
-      observed: `exit code ${exit.code}, signal ${exit.signal}; stderr: ${JSON.stringify(child.stderr().slice(-300))}`,
+    check(exit.code === 0, `The process ended with ${exitText(exit)} after a clean drain.`, {
+      observed: `${exitText(exit)}; stderr: ${JSON.stringify(child.stderr().slice(-300))}`,
       expected: 'exit code 0: a drained server is a success',
       idea: 'orchestrators read the exit code: 0 means a clean stop',
     });
@@ -454,31 +625,41 @@ describe('graceful shutdown: flush, deadline, timers, signals', () => {
     const filler = Buffer.alloc(BIG_ENTRY_BYTES, 0x61);
     for (let id = 1; id <= BIG_ENTRIES; id++) writer.send(FrameType.DATA, Buffer.concat([Buffer.from(`${id} `), filler]));
     await writer.waitForFrames(BIG_ENTRIES, `${BIG_ENTRIES} ACKs for the big entries`, 5000);
-    process.kill(child.pid, 'SIGTERM');
+    // Ctrl-C first, then the orchestrator's SIGTERM: both signals must be handled, and the
+    // second one, whichever it is, must not wait for the drain.
+    process.kill(child.pid, 'SIGINT');
     await eventually(() => {
-      check(writer.closed || child.exited() !== undefined, 'The first SIGTERM changed nothing.', {
-        observed: '2000 ms after SIGTERM the reading client is still connected and the process runs',
+      check(writer.closed || child.exited() !== undefined, 'The first signal changed nothing.', {
+        observed: '2000 ms after SIGINT the reading client is still connected and the process runs',
         expected: 'the reading client gets GOAWAY and is closed',
-        idea: 'SIGTERM starts the drain',
+        idea: 'SIGINT (Ctrl-C) starts the drain, as SIGTERM does',
       });
     }, { within: 2000 });
     const early = child.exited();
     check(early === undefined && gotGoaway(writer), 'The process did not drain on the first signal.', {
       observed: early
-        ? `it exited (code ${early.code}) at the first SIGTERM, while ${MB(BIG_ENTRIES * BIG_ENTRY_BYTES)} was queued for a client; the reading client received ${framesSummary(writer.frames)}`
+        ? `it exited (${exitText(early)}) at the first SIGINT, while ${MB(BIG_ENTRIES * BIG_ENTRY_BYTES)} was queued for a client; the reading client received ${framesSummary(writer.frames)}`
         : `the reading client closed without a GOAWAY (${framesSummary(writer.frames)})`,
-      expected: 'the first signal starts a drain: GOAWAY to every client, and the process keeps running while a client still has data queued',
-      idea: 'process.exit() drops whatever is queued or in flight; the first signal should call stop()',
+      expected: 'the first signal, SIGINT or SIGTERM, starts a drain: GOAWAY to every client, and the process keeps running while a client still has data queued',
+      idea: early?.signal
+        ? 'a signal with no listener kills the process on the spot: main.ts must handle SIGINT as well as SIGTERM, and call stop()'
+        : 'process.exit() drops whatever is queued or in flight; the first signal should call stop()',
     });
-    process.kill(child.pid, 'SIGINT');
-    const exit = await child.waitExit(3000, 'a second signal makes the process exit at once');
-    check(exit.code !== 0 && exit.code !== null, 'The forced exit reported success.', {
-      observed: `exit code ${exit.code}, signal ${exit.signal}`,
-      expected: 'a non-zero code (130 = 128 + SIGINT), because the drain did not finish',
+    process.kill(child.pid, 'SIGTERM');
+    const exit = await child.waitExit(1500, 'a second signal (here SIGTERM after SIGINT) makes the process exit at once');
+    // Either convention says "not clean": exit(128 + n), or re-raising the signal so the
+    // process dies of it (code null, signal set), which the shell also reports as 128 + n.
+    const forced = (exit.code !== null && exit.code !== 0) || exit.signal !== null;
+    check(forced, 'The forced exit reported success.', {
+      observed: exitText(exit),
+      expected: 'a non-zero code (143 = 128 + SIGTERM), or death by the re-raised signal, because the drain did not finish',
       idea: 'a second signal is the operator saying "now": exit at once, and say it was not clean',
     });
   });
 });
+
+const exitText = (exit: { code: number | null; signal: NodeJS.Signals | null }) =>
+  exit.code !== null ? `exit code ${exit.code}` : `killed by ${exit.signal}`;
 
 interface MainChild {
   pid: number;
@@ -492,19 +673,30 @@ interface MainChild {
 }
 
 /**
- * Starts 08-graceful-shutdown/main.ts, from the tree under test, as a child process with
- * the same target choice as this test run. It only records output: the waiting (and any
- * failure) happens in the test that uses it.
+ * The main.ts this project's tests import from: the tree vitest resolved `#target/...` to
+ * (lessons/, solutions/, WORKBOOK_TARGET, or a catalog's patched copy), not a guess from
+ * the environment. Vite's `?url` import gives its path without running it.
  */
-function spawnMain(settings: Record<string, string>): MainChild {
+async function mainUnderTest(): Promise<string> {
+  const spec = '#target/08-graceful-shutdown/main.ts?url';
+  const url = ((await import(/* @vite-ignore */ spec)) as { default: string }).default.split('?')[0]!;
+  return url.startsWith('/@fs/') ? url.slice('/@fs'.length) : path.join(projectRoot, url);
+}
+
+/**
+ * Starts that main.ts as a child process, with the same target choice as this test run.
+ * It only records output: the waiting (and any failure) happens in the test that uses it.
+ */
+function spawnMain(main: string, settings: Record<string, string>): MainChild {
   const env = {
     ...process.env,
-    // vitest judges lesson 08 alone unless told otherwise: so does the child.
+    // The child reads lesson 08 from the tree under test, every other lesson as vitest
+    // does (alone unless told otherwise).
+    WORKBOOK_TARGET: path.dirname(path.dirname(main)),
     WORKBOOK_ISOLATE: process.env.WORKBOOK_ISOLATE ?? '08',
     PORT: '0',
     ...settings,
   };
-  const main = path.join(treeFor('08', targetFromEnv(env)), '08-graceful-shutdown', 'main.ts');
   const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', '--import', './runtime/targets/register.ts', main], {
     cwd: projectRoot,
     env,
@@ -552,9 +744,10 @@ function spawnMain(settings: Record<string, string>): MainChild {
 // Each entry-point test runs main.ts in a child process, and tsx takes about 0.3 s to
 // start one: both start before the first test, so that overlaps the in-process tests.
 const children: { drain?: MainChild; force?: MainChild } = {};
-beforeAll(() => {
-  children.drain = spawnMain({ PERSIST_MS: '60000', STATS_MS: '50' });
-  children.force = spawnMain({ PERSIST_MS: '0', GRACE_MS: '20000' });
+beforeAll(async () => {
+  const main = await mainUnderTest();
+  children.drain = spawnMain(main, { PERSIST_MS: '60000', STATS_MS: '50' });
+  children.force = spawnMain(main, { PERSIST_MS: '0', GRACE_MS: '20000' });
 });
 afterAll(async () => {
   await Promise.all([children.drain?.kill(), children.force?.kill()]);

@@ -38,6 +38,8 @@ export interface PlannedProject {
   tree: string;
   nn: string;
   slug: string;
+  /** Skip a mistake's remaining tests once one has caught it (see catalog-setup.ts). */
+  stopAtFirstCatch: boolean;
 }
 
 export function listCatalog(lesson: LessonInfo, kinds: PatchKind[] = ['mistakes', 'alternatives']): CatalogEntry[] {
@@ -106,9 +108,9 @@ function stripPrefix(name: string | undefined): string {
   return name.replace(/^[ab]\//, '');
 }
 
-export function writePlan(entries: CatalogEntry[]): void {
+export function writePlan(entries: CatalogEntry[], { everyTest = false } = {}): void {
   mkdirSync(catalogRoot, { recursive: true });
-  const plan: PlannedProject[] = entries.map((e) => ({ project: e.project, tree: e.tree, nn: e.lesson.nn, slug: e.lesson.slug }));
+  const plan: PlannedProject[] = entries.map((e) => ({ project: e.project, tree: e.tree, nn: e.lesson.nn, slug: e.lesson.slug, stopAtFirstCatch: !everyTest && e.kind === 'mistakes' }));
   writeFileSync(planFile, JSON.stringify(plan, null, 2));
 }
 

@@ -16,6 +16,8 @@ export interface RunOptions {
   target?: string;
   reporters: Reporter[];
   watch?: boolean;
+  /** Test files run at once (vitest.config.ts says 2). */
+  maxWorkers?: number;
 }
 
 /** Runs the projects once and returns the results by project. */
@@ -35,6 +37,7 @@ export async function open(options: RunOptions) {
   if (options.target) process.env.WORKBOOK_TARGET = options.target;
   return createVitest('test', {
     watch: options.watch ?? false,
+    ...(options.maxWorkers ? { maxWorkers: options.maxWorkers } : {}),
     project: options.projects,
     reporters: options.reporters,
     // Tests print nothing a learner needs; the reporter says what matters.
@@ -43,10 +46,17 @@ export async function open(options: RunOptions) {
 }
 
 /**
+ * Test files run at once for the catalog. Its files spend most of their time waiting on
+ * timers and sockets (about a third of two cores busy with 2 workers), so one more worker
+ * than cores shortens verify without starving anyone. WORKBOOK_CATALOG_WORKERS overrides.
+ */
+const CATALOG_WORKERS = Number(process.env.WORKBOOK_CATALOG_WORKERS) || 3;
+
+/**
  * Applies every patch to its own copy of the solution and runs the lesson's tests on each
  * copy, all in one vitest run (the files spread over the workers), then judges each.
  */
-export async function runCatalog(entries: CatalogEntry[], reporters: Reporter[]): Promise<Judgement[]> {
+export async function runCatalog(entries: CatalogEntry[], reporters: Reporter[], { everyTest = false } = {}): Promise<Judgement[]> {
   const broken: Judgement[] = [];
   const runnable: CatalogEntry[] = [];
   for (const entry of entries) {
@@ -58,13 +68,17 @@ export async function runCatalog(entries: CatalogEntry[], reporters: Reporter[])
     }
   }
   if (!runnable.length) return broken;
-  writePlan(runnable);
+  writePlan(runnable, { everyTest });
   process.env.WORKBOOK_CATALOG = '1';
+  // Some mistakes leak abort listeners on purpose; their tests see the warning as an event,
+  // and it need not be printed over the report.
+  process.env.NODE_NO_WARNINGS = '1';
   try {
-    const results = await runOnce({ projects: runnable.map((e) => e.project), target: 'solutions', reporters });
+    const results = await runOnce({ projects: runnable.map((e) => e.project), target: 'solutions', reporters, maxWorkers: CATALOG_WORKERS });
     return [...runnable.map((e) => judgeEntry(e, results.get(e.project))), ...broken];
   } finally {
     delete process.env.WORKBOOK_CATALOG;
+    delete process.env.NODE_NO_WARNINGS;
   }
 }
 

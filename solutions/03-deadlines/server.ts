@@ -127,6 +127,11 @@ export async function startDeadlineServer(options: DeadlineOptions): Promise<Dea
     });
 
     async function serve(request: Buffer, budgetMs: number, receivedAt: number): Promise<void> {
+      // The client left (or the server is stopping) while this request waited its turn:
+      // nobody will read the answer, so the downstream never hears of it. (Calling it with
+      // a signal that has already aborted is not enough: a downstream that only listens
+      // for 'abort' never hears an abort that happened before it started listening.)
+      if (gone.signal.aborted || shutdown.signal.aborted) return;
       // The budget is the caller's, and it started running when the request arrived, not
       // when its turn came: what is left is all anyone downstream may have.
       const leftMs = Math.floor(budgetMs - (performance.now() - receivedAt));

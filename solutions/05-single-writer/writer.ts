@@ -31,17 +31,22 @@ export function frameHeader(type: number, bodyLength: number): Buffer {
   return header;
 }
 
-/** Resolves on the socket's next 'drain', or when it closes (a dead peer never drains). */
-function drainOrClose(socket: net.Socket): Promise<void> {
-  if (socket.destroyed) return Promise.resolve();
+/**
+ * Resolves on the socket's next 'drain' (true), or when it closes first (false: a dead peer
+ * never drains, and what was still in the socket's buffer was never sent).
+ */
+function drainOrClose(socket: net.Socket): Promise<boolean> {
+  if (socket.destroyed) return Promise.resolve(false);
   return new Promise((resolve) => {
-    const done = () => {
-      socket.off('drain', done);
-      socket.off('close', done);
-      resolve();
+    const done = (drained: boolean) => () => {
+      socket.off('drain', onDrain);
+      socket.off('close', onClose);
+      resolve(drained);
     };
-    socket.on('drain', done);
-    socket.on('close', done);
+    const onDrain = done(true);
+    const onClose = done(false);
+    socket.on('drain', onDrain);
+    socket.on('close', onClose);
   });
 }
 
@@ -144,18 +149,22 @@ export class FrameWriter {
     if (this.socket.destroyed) this.abandon();
   }
 
-  private async write(bytes: Buffer): Promise<void> {
-    if (!this.socket.write(bytes)) await drainOrClose(this.socket);
+  // True once the socket has taken the bytes, false if it closed before they left.
+  private async write(bytes: Buffer): Promise<boolean> {
+    return this.socket.write(bytes) || drainOrClose(this.socket);
   }
 
   private async writeStream(job: Extract<Job, { kind: 'stream' }>): Promise<void> {
     try {
-      await this.write(job.header);
+      const cut = () => new Error('the connection closed while the frame was being sent');
+      if (!(await this.write(job.header))) throw cut();
       let sent = 0;
       for await (const chunk of job.chunks) {
-        if (this.socket.destroyed) throw new Error('the connection closed while the frame was being sent');
+        if (this.socket.destroyed) throw cut();
         sent += chunk.length;
-        await this.write(chunk);
+        // The last chunk too: if the connection closes while it waits for 'drain', it was
+        // never sent, and the sender must not hear that it was.
+        if (!(await this.write(chunk))) throw cut();
       }
       if (sent !== job.length) throw new Error(`the body had ${sent} bytes, not the ${job.length} announced`);
       job.done();

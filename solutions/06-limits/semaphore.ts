@@ -28,10 +28,18 @@ export class AcquireTimeoutError extends Error {
   }
 }
 
+interface Waiter {
+  grant(): void;
+  giveUp(reason: unknown): void;
+}
+
 export class Semaphore {
   private held = 0;
   // Each entry hands a permit to one waiting caller.
-  private readonly queue: Array<() => void> = [];
+  private readonly queue: Waiter[] = [];
+  // One 'abort' listener per signal, shared by all its waiters: a connection with 20
+  // requests queued adds 1 listener, not 20 (past 10, Node warns of a leak).
+  private readonly watched = new Map<AbortSignal, { waiters: Set<Waiter>; onAbort: () => void }>();
 
   constructor(
     readonly permits: number,
@@ -58,26 +66,54 @@ export class Semaphore {
 
     return new Promise<Release>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
-      const grant = () => {
+      const stopWatching = () => {
         clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        resolve(this.lease());
+        if (signal) this.unwatch(signal, waiter);
       };
-      const giveUp = (reason: unknown) => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        // A caller that stopped waiting must leave the queue: otherwise the next release
-        // hands the permit to nobody, and that permit is gone for good.
-        const at = this.queue.indexOf(grant);
-        if (at !== -1) this.queue.splice(at, 1);
-        reject(reason);
+      const waiter: Waiter = {
+        grant: () => {
+          stopWatching();
+          resolve(this.lease());
+        },
+        giveUp: (reason) => {
+          stopWatching();
+          // A caller that stopped waiting must leave the queue: otherwise the next release
+          // hands the permit to nobody, and that permit is gone for good.
+          const at = this.queue.indexOf(waiter);
+          if (at !== -1) this.queue.splice(at, 1);
+          reject(reason);
+        },
       };
-      const onAbort = () => giveUp(signal!.reason);
 
-      this.queue.push(grant);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      if (timeoutMs !== undefined) timer = setTimeout(() => giveUp(new AcquireTimeoutError(timeoutMs)), timeoutMs);
+      this.queue.push(waiter);
+      if (signal) this.watch(signal, waiter);
+      if (timeoutMs !== undefined) timer = setTimeout(() => waiter.giveUp(new AcquireTimeoutError(timeoutMs)), timeoutMs);
     });
+  }
+
+  private watch(signal: AbortSignal, waiter: Waiter): void {
+    let entry = this.watched.get(signal);
+    if (!entry) {
+      const waiters = new Set<Waiter>();
+      const onAbort = () => {
+        for (const w of [...waiters]) w.giveUp(signal.reason);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      entry = { waiters, onAbort };
+      this.watched.set(signal, entry);
+    }
+    entry.waiters.add(waiter);
+  }
+
+  private unwatch(signal: AbortSignal, waiter: Waiter): void {
+    const entry = this.watched.get(signal);
+    if (!entry) return;
+    entry.waiters.delete(waiter);
+    if (entry.waiters.size === 0) {
+      // The last waiter on this signal is done: drop the listener and the entry with it.
+      signal.removeEventListener('abort', entry.onAbort);
+      this.watched.delete(signal);
+    }
   }
 
   private lease(): Release {
@@ -87,7 +123,7 @@ export class Semaphore {
       released = true;
       // Hand the permit straight to the first waiter, so no newcomer can slip in between.
       const next = this.queue.shift();
-      if (next) next();
+      if (next) next.grant();
       else this.held--;
     };
   }
