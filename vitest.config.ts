@@ -38,7 +38,7 @@ export default defineConfig({
       }),
       { plugins: [workbookTargets({ target })], test: { ...shared, name: 'runtime', include: ['test/runtime/**/*.test.ts'] } },
       // A patched copy of one lesson's solution, judged alone (see runtime/cli/catalog.ts).
-      ...(process.env.WORKBOOK_CATALOG ? readPlan() : []).map((p) => ({
+      ...readPlan(process.env.WORKBOOK_CATALOG).map((p) => ({
         plugins: [workbookTargets({ target: p.tree, isolate: p.nn })],
         test: { ...shared, name: p.project, include: lessonFiles(p.slug), setupFiles: p.stopAtFirstCatch ? ['runtime/cli/catalog-setup.ts'] : [] },
       })),

@@ -259,6 +259,45 @@ describe('every path releases everything', () => {
     await expectForgotten(server, probe, 'was kicked and never answered our FIN');
   });
 
+  test('a kicked client that stopped reading is disconnected anyway', async () => {
+    // Clients get kicked for misbehaving, and one that stopped reading is the usual case:
+    // its receive window is full and the server's writes queue up in user space.
+    const server = await start();
+    const accepted = h.watchAccepted();
+    const { client, id } = await join(server.port);
+    client.socket.pause();
+    const serverSide = await eventually(() => {
+      const side = accepted.of(client.port);
+      check(side !== undefined, 'The test could not find the server side of its connection.', {
+        observed: `${accepted.sockets.length} connection(s) accepted, none from port ${client.port}`,
+        expected: "the server's socket of this client, seen through the net.server.socket channel",
+        idea: 'a test precondition: the harness sees every accepted connection',
+      });
+      return side!;
+    }, { within: 1000 });
+    // Announce until the kernel's buffers are full and the server holds unsent bytes (bounded).
+    for (let i = 0; i < 64 && serverSide.socket.writableLength === 0 && !serverSide.destroyed; i++) {
+      server.announce('x'.repeat(256 * 1024));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    check(serverSide.socket.writableLength > 0, 'The test could not fill the buffers of a client that does not read.', {
+      observed: `after 64 announcements of 256 KiB, the server holds ${serverSide.socket.writableLength} unsent bytes for this client`,
+      expected: 'unsent bytes queued on the server side: the client stopped reading',
+      idea: 'a test precondition: a peer that does not read stops the server\'s writes from completing',
+    });
+    const pending = serverSide.socket.writableLength;
+    server.kick(id, 'not reading');
+    await eventually(() => {
+      check(serverSide.destroyed, "kick() did not disconnect a client that stopped reading.", {
+        observed: `${CLEANUP_MS} ms after kick(), the server's socket is still open (writableEnded=${serverSide.ended}, ${serverSide.socket.writableLength} bytes still waiting to be sent, ${pending} when kick() was called); the registry holds ${server.clients.size} client(s)`,
+        expected: "the server's socket destroyed at once, with whatever was still queued for it",
+        idea: "a kick must not wait on the peer: a write callback or end() completes only once the peer reads what is queued, which this one never will; destroy() closes now (and 'close' runs the cleanup)",
+      });
+    }, { within: CLEANUP_MS });
+    client.destroy();
+    await client.waitClosed('our own destroy() closes our side');
+  });
+
   test('clients coming and going by every path: the registry holds exactly the live ones', async () => {
     const server = await start();
     const probe = new LeakProbe().watchListeners(server.announcements, 'announce', 'the announcements emitter');
@@ -288,6 +327,15 @@ describe('every path releases everything', () => {
       expected: `only client ${c.id} disconnected`,
       idea: 'the registry maps each id to its own connection for as long as it is open',
     });
+    // The count each client hears follows the same paths: one client is left.
+    await eventually(() => {
+      const counts = d.client.lines().filter((l) => l.startsWith('online '));
+      check(counts.at(-1) === 'online 1', 'The online count does not follow clients that were kicked or reset.', {
+        observed: `after one client said goodbye, one reset and one was kicked, the last one still connected hears ${JSON.stringify(counts.at(-1))} (the registry holds ${server.clients.size})`,
+        expected: '"online 1" within a few ticks',
+        idea: "whatever counts connections is updated on the path every connection ends by, 'close', not on 'end' alone",
+      });
+    }, { within: 1000 });
     await leave(d, 'said goodbye', (cl) => cl.end());
     await expectForgotten(server, probe, 'left among others');
   });

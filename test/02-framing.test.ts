@@ -10,7 +10,7 @@ import { encodeFrame, FrameDecoder } from '#target/02-framing/codec.ts';
 import { startEchoServer } from '#target/02-framing/echo.ts';
 import { readFrames } from '#target/02-framing/read-frames.ts';
 import {
-  check, describeFrame, eventually, fail, FrameType, HEADER_BYTES, MAX_FRAME_BYTES, useHarness, type Frame,
+  check, describeFrame, eventually, fail, FrameType, HEADER_BYTES, MAX_FRAME_BYTES, useHarness, type Frame, type TestClient,
 } from '../runtime/harness/index.ts';
 
 const h = useHarness('02');
@@ -107,6 +107,22 @@ const MiB = 2 ** 20;
 const mib = (n: number) => `${(n / MiB).toFixed(n < MiB ? 3 : 0)} MiB`;
 
 /** A header alone (4 bytes) announcing `length`. */
+/**
+ * A bare listener and one client connected to it: the test gets the server's socket to
+ * attach a reader to itself. Both are closed after the test.
+ */
+async function connectedPair(): Promise<{ client: TestClient; socket: net.Socket }> {
+  const listener = net.createServer();
+  h.defer(() => new Promise((resolve) => listener.close(resolve)));
+  const accepted = once(listener, 'connection') as Promise<[net.Socket]>;
+  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+  const client = await h.connect((listener.address() as net.AddressInfo).port);
+  const [socket] = await accepted;
+  h.defer(() => socket.destroy());
+  socket.on('error', () => {});
+  return { client, socket };
+}
+
 function headerClaiming(length: number): Buffer {
   const header = Buffer.alloc(HEADER_BYTES);
   header.writeUInt32BE(length, 0);
@@ -136,6 +152,14 @@ describe('baseline: frames that arrive whole', () => {
       observed: `encodeFrame(DATA, "hi") = <${bytes.toString('hex')}>`,
       expected: `<${expected.toString('hex')}>: u32 big-endian payload length 3, type 0x04, then "hi"`,
       idea: 'the length counts the type byte and the body, not the header itself',
+    });
+    const text = 'café ☕';
+    const wide = encodeFrame(FrameType.DATA, text);
+    const bodyBytes = Buffer.byteLength(text);
+    check(wide.readUInt32BE(0) === 1 + bodyBytes && wide.length === HEADER_BYTES + 1 + bodyBytes && wide.subarray(HEADER_BYTES + 1).toString() === text, 'encodeFrame counts characters where the protocol counts bytes.', {
+      observed: `encodeFrame(DATA, ${JSON.stringify(text)}) = <${wide.toString('hex')}>: length field ${wide.readUInt32BE(0)}, ${wide.length - HEADER_BYTES - 1} bytes after the type byte`,
+      expected: `length field ${1 + bodyBytes}, then the type byte and the ${bodyBytes} UTF-8 bytes of the body (${text.length} characters)`,
+      idea: 'framing is in bytes: a string\'s length in characters is not its length on the wire (Buffer.byteLength, or encode first and measure the Buffer)',
     });
   });
 
@@ -460,17 +484,137 @@ describe('a byte stream, not messages', () => {
     });
   });
 
+  test('a bad length is refused however its header is cut', () => {
+    for (const [claimed, what] of [[512 * MiB, 'an oversize length'], [0, 'a length of 0']] as const) {
+      const header = headerClaiming(claimed);
+      for (let cut = 1; cut < HEADER_BYTES; cut++) {
+        const decoder = new FrameDecoder();
+        const allocations = watchAllocations();
+        let outcome: ReturnType<typeof pushCatching>;
+        try {
+          pushOrFail(decoder, header.subarray(0, cut), `the first ${cut} byte(s) of a 4-byte header`);
+          outcome = pushCatching(decoder, header.subarray(cut));
+        } finally {
+          allocations.restore();
+        }
+        check(outcome.error !== undefined && allocations.largest <= 2 * MAX_FRAME_BYTES, `${what[0]!.toUpperCase()}${what.slice(1)} got through when its header arrived in two pieces.`, {
+          observed: `a header claiming ${claimed} bytes, cut ${cut} + ${HEADER_BYTES - cut}: push() ${outcome.error ? `threw ${outcome.error.name}` : `returned ${outcome.frames.length} frame(s) and threw nothing`}${allocations.largest > 0 ? `; the largest Buffer allocated was ${mib(allocations.largest)}` : ''}`,
+          expected: 'the same refusal as for a header that arrives whole: a throw when the 4th byte is in, nothing allocated',
+          idea: 'the length is checked wherever it is read: a peer chooses how its header is cut, so a check on one path only is no check',
+        });
+        if (claimed === 0) check(!/exceeds/i.test(outcome.error!.message), 'A length of 0 was refused with a false reason.', {
+          observed: `push() threw ${outcome.error!.name}: ${outcome.error!.message}`,
+          expected: 'a message that says what is wrong: a frame holds at least its type byte',
+          idea: 'the refusal goes to the peer in an ERROR frame: it must say what was really wrong',
+        });
+      }
+    }
+  });
+
+  test('a bad length after a good frame in the same chunk is refused at once', () => {
+    for (const [claimed, what] of [[512 * MiB, 'an oversize length'], [0, 'a length of 0']] as const) {
+      const decoder = new FrameDecoder();
+      const chunk = Buffer.concat([encodeFrame(FrameType.DATA, 'a good frame first'), headerClaiming(claimed)]);
+      const allocations = watchAllocations();
+      let outcome: ReturnType<typeof pushCatching>;
+      try {
+        outcome = pushCatching(decoder, chunk);
+      } finally {
+        allocations.restore();
+      }
+      check(outcome.error !== undefined && allocations.largest <= 2 * MAX_FRAME_BYTES, `${what[0]!.toUpperCase()}${what.slice(1)} was not refused when it came second in a chunk.`, {
+        observed: `one chunk holding a valid frame and then a header claiming ${claimed} bytes: push() ${outcome.error ? `threw ${outcome.error.name}` : `returned ${outcome.frames.length} frame(s) and threw nothing (bufferedBytes ${decoder.bufferedBytes})`}${allocations.largest > 0 ? `; the largest Buffer allocated was ${mib(allocations.largest)}` : ''}`,
+        expected: 'a throw as soon as that header is read, with nothing allocated for it',
+        idea: 'every header is checked, not just the one a chunk starts with: the peer decides where its frames fall in a packet',
+      });
+    }
+  });
+
+  test('decoders of different connections do not share state', () => {
+    // Two connections whose headers both arrive in pieces, interleaved: lengths whose high
+    // bytes differ, so mixing their header bytes gives each the wrong length.
+    const big = encodeFrame(FrameType.DATA, Buffer.alloc(70_000, 0x61));
+    const small = encodeFrame(FrameType.PING, 'small');
+    for (let cut = 1; cut < HEADER_BYTES; cut++) {
+      const a = new FrameDecoder();
+      const b = new FrameDecoder();
+      const got: { a: Frame[]; b: Frame[] } = { a: [], b: [] };
+      const feed = (which: 'a' | 'b', chunk: Buffer) => {
+        const outcome = pushCatching(which === 'a' ? a : b, chunk);
+        check(!outcome.error, 'A decoder threw on well-formed input while another decoder was in use.', {
+          observed: `with two decoders fed interleaved pieces of their headers (cut after byte ${cut}), decoder ${which} threw ${outcome.error?.name}: ${outcome.error?.message}`,
+          expected: 'each decoder decodes its own stream whatever another one is doing',
+          idea: 'decoder state (header bytes, frame, counts) belongs to one connection: nothing in it may be module-level or shared',
+        });
+        got[which].push(...outcome.frames);
+      };
+      feed('a', big.subarray(0, cut));
+      feed('b', small.subarray(0, cut));
+      feed('a', big.subarray(cut));
+      feed('b', small.subarray(cut));
+      const okA = got.a.length === 1 && got.a[0]!.type === FrameType.DATA && got.a[0]!.body.length === 70_000;
+      const okB = got.b.length === 1 && got.b[0]!.type === FrameType.PING && got.b[0]!.body.toString() === 'small';
+      check(okA && okB, 'Two decoders fed at the same time mixed up their streams.', {
+        observed: `headers cut after byte ${cut}, pieces interleaved: decoder a gave ${got.a.length} frame(s)${got.a[0] ? ` (type ${got.a[0].type}, ${got.a[0].body.length} bytes)` : ''}, decoder b gave ${show(got.b)}; bufferedBytes a=${a.bufferedBytes}, b=${b.bufferedBytes}`,
+        expected: 'a: one DATA frame of 70000 bytes; b: PING "small"',
+        idea: 'decoder state (header bytes, frame, counts) belongs to one connection: nothing in it may be module-level or shared',
+      });
+    }
+  });
+
+  test('a decoder holds memory for what arrives, not for the maximum', () => {
+    const allocations = watchAllocations();
+    const before = process.memoryUsage().arrayBuffers;
+    let grown: number;
+    const decoders: FrameDecoder[] = [];
+    try {
+      for (let i = 0; i < 16; i++) {
+        const decoder = new FrameDecoder();
+        pushOrFail(decoder, encodeFrame(FrameType.DATA, 'a small frame'), 'a small frame');
+        decoders.push(decoder);
+      }
+      grown = process.memoryUsage().arrayBuffers - before;
+    } finally {
+      allocations.restore();
+    }
+    check(allocations.total <= 64 * 1024 && grown < 8 * MiB, 'Each decoder reserves memory for the largest frame it could ever get.', {
+      observed: `16 decoders, each fed one 18-byte frame, allocated ${mib(allocations.total)} through Buffer (largest ${mib(allocations.largest)}), and ArrayBuffer memory grew by ${mib(Math.max(0, grown))}`,
+      expected: 'a few hundred bytes: a decoder allocates a frame when its length is known, sized to it',
+      idea: 'memory per connection follows what the peer sends, not the protocol maximum: 1 MiB reserved per connection is 10 GiB for 10,000 idle ones',
+    });
+  });
+
+  test('a handler that stops the reader gets no more frames from the same chunk', async () => {
+    const { client, socket } = await connectedPair();
+    const handed: Frame[] = [];
+    // The first frame makes the handler give up on the connection (say, it failed to
+    // authenticate): the frames that came with it must not be acted on.
+    const reader = readFrames(socket, (frame) => {
+      handed.push(frame);
+      reader.stop();
+    });
+    let seen = 0;
+    socket.on('data', (chunk: Buffer) => (seen += chunk.length));
+    const three = encodeAll(sample());
+    await client.write(three);
+    await eventually(() => {
+      check(seen >= three.length && handed.length > 0, 'The frames never reached the reader.', {
+        observed: `${seen} of ${three.length} bytes arrived; onFrame called ${handed.length} time(s)`,
+        expected: 'every byte we sent, and the first frame handed out',
+        idea: 'a test precondition: the socket carries what we write',
+      });
+    }, { within: REPLY_MS });
+    check(handed.length === 1 && reader.stopped, 'The reader went on handing out frames after the handler stopped it.', {
+      observed: `three frames arrived in one chunk; the handler called stop() on the first, and onFrame was then called ${handed.length} time(s) in all (${show(handed)})`,
+      expected: 'exactly one call: once stopped, nothing more reaches onFrame, not even frames of the chunk being handed out',
+      idea: 'one chunk can hold several frames: check whether reading stopped before each one, not once per chunk',
+    });
+  });
+
   test('after a protocol error the reader hands out nothing more', async () => {
     // Our own listener, so the test decides what happens on a refusal: the stream is left
     // open (as a server with a send queue does while the ERROR goes out).
-    const listener = net.createServer();
-    h.defer(() => new Promise((resolve) => listener.close(resolve)));
-    const accepted = once(listener, 'connection') as Promise<[net.Socket]>;
-    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
-    const client = await h.connect((listener.address() as net.AddressInfo).port);
-    const [socket] = await accepted;
-    h.defer(() => socket.destroy());
-    socket.on('error', () => {});
+    const { client, socket } = await connectedPair();
     const handed: Frame[] = [];
     const refusals: string[] = [];
     readFrames(socket, (frame) => handed.push(frame), { onProtocolError: (reason) => refusals.push(reason) });
@@ -486,7 +630,9 @@ describe('a byte stream, not messages', () => {
         idea: 'a length prefix is a claim by the peer: check it against the maximum',
       });
     }, { within: REPLY_MS });
-    const more = encodeFrame(FrameType.DATA, 'a later, well-formed frame');
+    // A well-formed frame, then another bad header: a reader still feeding its decoder
+    // would decode the one and refuse again on the other.
+    const more = Buffer.concat([encodeFrame(FrameType.DATA, 'a later, well-formed frame'), headerClaiming(MAX_FRAME_BYTES + 1)]);
     await client.write(more);
     await eventually(() => {
       check(seen >= bad.length + more.length, 'The later bytes never reached the server.', {
@@ -496,7 +642,7 @@ describe('a byte stream, not messages', () => {
       });
     }, { within: REPLY_MS });
     check(handed.length === 0 && refusals.length === 1, 'The reader went on decoding after the stream broke the protocol.', {
-      observed: `after the refusal, onFrame got ${handed.length} frame(s) (${show(handed)}) and onProtocolError was called ${refusals.length} time(s)`,
+      observed: `after the refusal, onFrame got ${handed.length} frame(s) (${show(handed)}) and onProtocolError was called ${refusals.length} time(s)${refusals.length > 1 ? `: ${refusals.map((r) => JSON.stringify(r)).join(', ')}` : ''}`,
       expected: 'no frame and no second refusal: once framing is lost, the rest of the stream is ignored',
       idea: 'after a protocol error there is no telling where the next frame starts: stop reading, whatever the decoder would make of the rest',
     });

@@ -83,6 +83,16 @@ async function serverGone(server: { connections: number }, within: number, lesso
   return performance.now();
 }
 
+/** Polls `done` until it holds or `within` ms pass (the caller then says what it saw). */
+async function waitFor(done: () => boolean, within: number): Promise<void> {
+  const NOT_YET = new Error('not yet');
+  await eventually(() => {
+    if (!done()) throw NOT_YET;
+  }, { within }).catch((err: unknown) => {
+    if (err !== NOT_YET) throw err;
+  });
+}
+
 const ms = (n: number) => `${Math.round(n)} ms`;
 const counters = (r: { started: number; completed: number; aborted: number }) =>
   `started ${r.started}, completed ${r.completed}, aborted ${r.aborted}`;
@@ -185,15 +195,19 @@ describe('baseline: a request/response server with budgets', () => {
 
   test('work longer than idleMs is not cut off by the idle timeout', async () => {
     const IDLE = 60;
-    const { work } = downstream(() => 120);
+    const { work } = downstream((r) => (r === 'quick' ? 0 : 120));
     const server = await start({ work, idleMs: IDLE });
     const client = await h.connect(server.port);
+    // A quick request, and a long one right behind it: when the quick one is answered, the
+    // long one is still being worked on.
+    client.send(FrameType.DATA, request(1000, 'quick'));
     client.send(FrameType.DATA, request(1000, 'long job'));
-    const [reply] = await client.waitForFrames(1, 'the reply to a 120 ms job');
-    check(reply!.type === FrameType.DATA, 'A request in progress was taken for idleness.', {
-      observed: `with idleMs ${IDLE} and a job of 120 ms, the first frame was ${describeFrame(reply!)}`,
-      expected: 'DATA "done long job": the connection is busy, not idle, while its request is worked on',
-      idea: 'the idle timeout is for connections with nothing going on; a request in flight has its own budget',
+    const replies = await client.waitForFrames(2, 'the replies to a quick request and a 120 ms job behind it');
+    const reply = replies[1];
+    check(replies[0]!.type === FrameType.DATA && reply!.type === FrameType.DATA, 'A request in progress was taken for idleness.', {
+      observed: `with idleMs ${IDLE}, a quick request then a job of 120 ms: the replies were ${replies.map(describeFrame).join(', ')}`,
+      expected: 'DATA "done quick", then DATA "done long job": the connection is busy, not idle, while any of its requests is worked on',
+      idea: 'the idle timeout is for connections with nothing going on; a request in flight has its own budget. Count the requests in flight (a flag cleared when the first one finishes forgets the one behind it)',
     });
   });
 
@@ -470,11 +484,123 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
     }, { within: IDLE + 150 });
   });
 
+  test("idle connections are closed whatever the other connections are doing, after a TIMEOUT too", async () => {
+    const IDLE = 60;
+    const BUDGET = 60;
+    const logs: string[] = [];
+    const t0 = performance.now();
+    const { work, calls } = downstream((r) => (r === 'busy' ? 1500 : r === 'too slow' ? 1000 : 0));
+    const server = await start({ work, idleMs: IDLE, log: (line) => logs.push(`${ms(performance.now() - t0)}: ${line}`) });
+    // One client keeps the server busy (its request runs 1.5 s); one asks for something
+    // quick, one for something that runs out of its budget. Then the last two go quiet.
+    const busy = await h.connect(server.port);
+    busy.send(FrameType.DATA, request(5000, 'busy'));
+    await eventually(() => check(calls.length === 1, 'The first request never started.', { observed: `counters: ${counters(server.requests)}`, expected: 'started 1', idea: 'a DATA frame starts a request' }), { within: 1000 });
+    const quick = await h.connect(server.port);
+    const late = await h.connect(server.port);
+    quick.send(FrameType.DATA, request(1000, 'quick'));
+    late.send(FrameType.DATA, request(BUDGET, 'too slow'));
+    await quick.waitForFrames(1, 'the reply to a quick request');
+    const [timeout] = await late.waitForFrames(1, `ERROR TIMEOUT for a request with a budget of ${BUDGET} ms`);
+    const quietFrom = performance.now();
+    const closed = (c: TestClient) => c.ended || c.closed;
+    await waitFor(() => closed(quick) && closed(late), IDLE + 200);
+    const left = (c: TestClient) => (closed(c) ? 'closed' : `still open ${ms(performance.now() - quietFrom)} later`);
+    check(closed(quick), 'An idle connection was kept open because another client had a request in flight.', {
+      observed: `a client whose request was answered then went quiet: ${left(quick)} (idleMs ${IDLE}); meanwhile another client's request was being worked on (${calls[0]?.finished ? 'done' : 'still running'}).\nThe server logged: ${logs.length ? logs.join('; ') : 'nothing'}`,
+      expected: `closed about ${IDLE} ms after its reply: its own connection has nothing going on`,
+      idea: "the requests in flight that keep the idle timeout off are each connection's own: count them inside the connection handler, not once for the server",
+    });
+    check(closed(late), 'A connection whose request ran out of budget was never closed for idleness.', {
+      observed: `a client got ${describeFrame(timeout!)}, then went quiet: ${left(late)} (idleMs ${IDLE}), while a client that got DATA was closed.\nThe server logged: ${logs.length ? logs.join('; ') : 'nothing'}`,
+      expected: `closed about ${IDLE} ms after the TIMEOUT: the request is over`,
+      idea: 'a request is over however it ends (DATA, TIMEOUT, INTERNAL, skipped): take it off the count in a finally, or the connection stays "busy" for ever',
+    });
+  });
+
+  test('a frame that stalls after its first chunk is cut off at the frame deadline, while other clients complete theirs', async () => {
+    const IDLE = 80;
+    const FRAME = 120;
+    const { work, calls } = downstream((r) => (r === 'slow' ? 2000 : 0));
+    const logs: string[] = [];
+    const start0 = performance.now();
+    const server = await start({ work, idleMs: IDLE, frameMs: FRAME, log: (line) => logs.push(`${ms(performance.now() - start0)}: ${line}`) });
+    const watch = h.watchAccepted();
+    const client = await h.connect(server.port, { allowHalfOpen: true });
+    const fin = finTime(client);
+    // A request whose work takes a while: the connection is busy, so the idle timer is off.
+    client.send(FrameType.DATA, request(5000, 'slow'));
+    await eventually(() => check(calls.length === 1, 'The first request never started.', { observed: `counters: ${counters(server.requests)}`, expected: 'started 1', idea: 'a DATA frame starts a request' }), { within: 1000 });
+    // A neighbour that completes a frame every 40 ms, each in two pieces.
+    const neighbour = await h.connect(server.port);
+    let stop = false;
+    const frames = (async () => {
+      for (let i = 0; !stop && i < 20; i++) {
+        const bytes = encode(FrameType.DATA, request(1000, `n${i}`));
+        neighbour.socket.write(bytes.subarray(0, 6));
+        await sleep(10);
+        neighbour.socket.write(bytes.subarray(6));
+        await sleep(30);
+      }
+    })();
+    h.defer(() => ((stop = true), frames));
+    // Then the first 10 bytes of a second frame, in one write, and nothing more.
+    const t0 = performance.now();
+    client.socket.write(encode(FrameType.DATA, request(1000, 'x'.repeat(100))).subarray(0, 10));
+    const gaveUp = () => fin.at !== undefined || watch.of(client.port)?.closedAt !== undefined;
+    await waitFor(() => gaveUp() || neighbour.closed || neighbour.ended, FRAME + 250);
+    stop = true;
+    check(!neighbour.closed && !neighbour.ended, 'A client that completed every frame was cut off.', {
+      observed: `the neighbour, which completed a frame every 40 ms (each in two pieces 10 ms apart), was ${neighbour.ended ? 'sent FIN' : 'closed'} after ${neighbour.frames.length} frame(s): ${neighbour.frames.slice(-2).map(describeFrame).join(', ')}.\nThe server logged: ${logs.join('; ') || 'nothing'}`,
+      expected: 'still connected',
+      idea: "each connection's frame deadline belongs to that connection, and a frame that completed stops its clock",
+    });
+    check(gaveUp(), 'A frame whose first chunk arrived, then nothing, got no deadline.', {
+      observed: `the first 10 bytes of a 109-byte frame arrived in one chunk, then nothing, while the connection's first request was being worked on and another client completed a frame every 40 ms; ${ms(performance.now() - t0)} later the connection is still open`,
+      expected: `the server gives up on the frame about ${FRAME} ms (frameMs) after that chunk`,
+      idea: "a frame's clock starts with the chunk that brings its first bytes: read reader.decoder.bufferedBytes in a 'data' listener added after readFrames() (one added before sees the decoder as it was before the chunk), and keep the clock per connection: another client completing a frame must not stop it",
+    });
+    const after = (fin.at ?? performance.now()) - t0;
+    check(after >= FRAME - 2, 'The frame deadline fired too soon.', {
+      observed: `the server gave up ${ms(after)} after the frame's first chunk (frameMs ${FRAME})`,
+      expected: `no sooner than ${FRAME - 2} ms`,
+      idea: "the frame deadline starts with a frame's first byte",
+    });
+  });
+
+  test('a client that never reads but keeps pinging is disconnected at the write deadline', async () => {
+    const WRITE = 200;
+    const EVERY = 25;
+    const server = await start({ work: async () => Buffer.alloc(0), writeMs: WRITE });
+    const socket = net.connect({ port: server.port, host: '127.0.0.1', noDelay: true });
+    h.defer(() => socket.destroy());
+    socket.on('error', () => {});
+    await once(socket, 'connect');
+    socket.pause();
+    // PINGs with a body of 1 MB: each PONG echoes it, and nobody reads the PONGs.
+    const ping = encode(FrameType.PING, Buffer.alloc(1_000_000, 0x70));
+    const t0 = performance.now();
+    let sent = 0;
+    for (let i = 0; i < 9; i++, sent++) socket.write(ping);
+    while (server.connections > 0 && !socket.destroyed && performance.now() - t0 < WRITE + 250) {
+      await sleep(EVERY);
+      socket.write(ping);
+      sent++;
+    }
+    await eventually(() => {
+      check(server.connections === 0, 'A client that reads nothing but keeps pinging kept its connection, and the server\'s memory.', {
+        observed: `the client read nothing and sent ${sent} PINGs of 1 MB; ${ms(performance.now() - t0)} later the connection is still open: every PONG waits in the server's memory`,
+        expected: `the server destroys the connection about ${WRITE} ms (writeMs) after a write stops making progress`,
+        idea: 'every write needs the deadline, a PONG or an ERROR as much as a reply: a client that never reads can make the server write anything',
+      });
+    }, { within: 30 });
+  });
+
   test('a frame trickled byte by byte is cut off at the frame deadline', async () => {
     const IDLE = 80;
     const FRAME = 120;
     const EVERY = 20;
-    const WORK = 400;
+    const WORK = 2000;
     const { work, calls } = downstream((r) => (r === 'slow' ? WORK : 0));
     const server = await start({ work, idleMs: IDLE, frameMs: FRAME });
     // A peer that never answers FIN: only a server that closes for good gets rid of it.
@@ -522,6 +648,14 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
       expected: `between ${FRAME - 2} and ${FRAME + 190} ms after the first byte`,
       idea: "the frame deadline starts with a frame's first byte and ends with its last",
     });
+    // The server itself closed the connection: the work it was doing for it has no one to go to.
+    await eventually(() => {
+      check(calls[0]?.abortedAfterMs !== undefined, 'The work went on for a connection the server itself had closed.', {
+        observed: `the server gave up on the connection ${ms(performance.now() - goneAt)} ago; the work of its first request (${WORK} ms) ${calls[0]?.finished ? 'ran to completion' : 'is still running, its signal not aborted'}`,
+        expected: 'the work aborted as the connection closed',
+        idea: "abort the connection's \"client gone\" controller in 'close': 'end' and 'error' do not fire when the server destroys the socket itself (a deadline), 'close' fires on every path",
+      });
+    }, { within: 200 });
   });
 
   test('a client that never reads is disconnected at the write deadline', async () => {
@@ -654,6 +788,19 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
       observed: `the caller sent a budget of ${BUDGET} ms; the downstream was given ${given} ms`,
       expected: `at most ${BUDGET} ms (what is left of the caller's budget)`,
       idea: 'a downstream told it has more time than the caller will wait does work nobody will read; pass on what is left, never a fresh budget',
+    });
+    // A server whose own cap is lower than what the caller asks: the cap is the budget.
+    const MAX = 150;
+    const capped = downstream(() => 0);
+    const strict = await start({ work: capped.work, maxBudgetMs: MAX });
+    const other = await h.connect(strict.port);
+    other.send(FrameType.DATA, request(60_000, 'greedy lookup'));
+    await other.waitForFrames(1, 'the reply to a request with a budget above maxBudgetMs');
+    const givenCapped = capped.calls[0]?.budgetMs ?? NaN;
+    check(givenCapped > 0 && givenCapped <= MAX, 'The downstream was promised more time than the server will wait.', {
+      observed: `the caller asked for 60000 ms on a server with maxBudgetMs ${MAX}; the downstream was given ${givenCapped} ms`,
+      expected: `at most ${MAX} ms: the server stops waiting then`,
+      idea: 'maxBudgetMs caps the budget itself, before anything is derived from it: the signal and the budget handed downstream alike',
     });
   });
 

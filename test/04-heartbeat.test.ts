@@ -178,6 +178,8 @@ interface ScriptOptions {
   pongDelayMs?: number;
   /** After this many PONGs the server goes silent, keeping the connection open. */
   silentAfter?: number;
+  /** The server never reads (a frozen process whose kernel buffers fill up). */
+  neverRead?: boolean;
 }
 
 interface Scripted {
@@ -192,6 +194,8 @@ interface Scripted {
   /** When the client's connection closed (undefined while open). */
   closedAt: number | undefined;
   send(type: number, body?: string): void;
+  /** Writes raw bytes (a piece of a frame, say). */
+  raw(bytes: Buffer): void;
   stop(): Promise<void>;
 }
 
@@ -207,6 +211,7 @@ async function startScripted(options: ScriptOptions = {}): Promise<Scripted> {
   const server = net.createServer({ noDelay: true }, (socket) => {
     conn = socket;
     socket.on('error', () => {});
+    if (options.neverRead) socket.pause();
     socket.once('close', () => {
       state.closedAt = performance.now();
       for (const t of timers) clearTimeout(t);
@@ -241,6 +246,11 @@ async function startScripted(options: ScriptOptions = {}): Promise<Scripted> {
     lastWriteAt: performance.now(),
     closedAt: undefined,
     send: write,
+    raw(bytes) {
+      if (!conn || conn.destroyed || conn.writableEnded) return;
+      conn.write(bytes);
+      state.lastWriteAt = performance.now();
+    },
     async stop() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       conn?.destroy();
@@ -270,37 +280,6 @@ function recordKeepAlive() {
   };
   h.defer(() => void (net.Socket.prototype.setKeepAlive = original));
   return calls;
-}
-
-/** A socket some server accepted during this test, with what it looked like then, and when it closed. */
-interface Accepted {
-  socket: net.Socket;
-  /** The port it was accepted on (the server's), and the peer's port. */
-  localPort: number | undefined;
-  remotePort: number | undefined;
-  closedAt: number | undefined;
-}
-
-/**
- * Records every socket a server accepts from now until the test ends. The lesson keeps its
- * sockets to itself; this lets a test see whether the server's side of a connection is
- * really gone (destroyed), or merely ended (FIN sent, waiting for the peer's).
- */
-function watchAccepted(): Accepted[] {
-  const accepted: Accepted[] = [];
-  const proto = net.Server.prototype as { emit: (event: string | symbol, ...args: unknown[]) => boolean };
-  const emit = proto.emit;
-  proto.emit = function (this: net.Server, event, ...args) {
-    if (event === 'connection') {
-      const socket = args[0] as net.Socket;
-      const entry: Accepted = { socket, localPort: socket.localPort, remotePort: socket.remotePort, closedAt: undefined };
-      socket.once('close', () => (entry.closedAt = performance.now()));
-      accepted.push(entry);
-    }
-    return emit.call(this, event, ...args);
-  };
-  h.defer(() => void delete (net.Server.prototype as { emit?: unknown }).emit);
-  return accepted;
 }
 
 /** Records every socket that connects out to `port` from now until the test ends (the lesson's client keeps its socket to itself). */
@@ -544,7 +523,7 @@ describe('noticing a dead peer: the server', () => {
   });
 
   test('silent clients are dropped once silent for the window: frozen, half-open, never heard from, among live ones', async () => {
-    const accepted = watchAccepted();
+    const accepted = h.watchAccepted().sockets;
     const server = await startServer();
     const proxy = h.track(await startFaultProxy({ upstreamPort: server.port }));
     const probe = new LeakProbe();
@@ -656,6 +635,73 @@ describe('noticing a dead peer: the server', () => {
       observed: `every connection is closed (${FROZEN + 2} dropped by the heartbeat, 1 said goodbye), yet still alive: ${describeLeaks(leaks)}`,
       expected: "no timer: a connection's ping interval is cleared when the connection closes, however it closes",
       idea: timerIdea(leaks, "'end' and 'error' do not fire when the heartbeat itself calls destroy(); 'close' fires on every path, your own destroy() included: clear the interval there"),
+    });
+  });
+
+  test('a client that froze while the server was sending to it is dropped too', async () => {
+    const watch = h.watchAccepted();
+    const server = await startServer();
+    const peer = await connectPeer(server.port);
+    // The client uploads 8 MB, then freezes: it reads nothing (it never read the echoes
+    // either), so the echoes fill both kernel buffers and the rest waits in the server.
+    peer.client.socket.pause();
+    const piece = encode(FrameType.DATA, Buffer.alloc(1_000_000, 0x66));
+    const TOTAL = 8 * piece.length;
+    for (let i = 0; i < 8; i++) peer.client.socket.write(piece);
+    let side: ReturnType<typeof watch.of>;
+    await eventually(() => {
+      side = watch.of(peer.client.port);
+      if (side?.closedAt !== undefined) {
+        fail('The server dropped a client while its upload was still arriving.', {
+          observed: `the server closed the connection after reading ${side.socket.bytesRead} of the ${TOTAL} bytes the client was sending`,
+          expected: 'the connection kept while bytes arrive',
+          idea: 'any byte received is a sign of life; and if your own process stalled, the bytes that arrived meanwhile are still unread when your timer fires: the stall guard (two PINGs unanswered) covers that',
+        });
+      }
+      check(side !== undefined && side.socket.bytesRead >= TOTAL, 'The server did not read the upload.', {
+        observed: `${side?.socket.bytesRead ?? 0} of ${TOTAL} bytes read by the server`,
+        expected: 'all of it',
+        idea: 'the server reads whatever its clients send',
+      });
+    }, { within: 3000 });
+    const lastAt = performance.now();
+    const queued = side!.socket.writableLength;
+    await waitUntil(() => side!.closedAt !== undefined, WINDOW + INTERVAL + SLACK + 300);
+    if (side!.closedAt === undefined) {
+      if (side!.ended) {
+        fail('The server hung up on a frozen client with end(), and its socket is still open.', {
+          observed: `the client froze ${ms(since(lastAt))} ago with ${Math.round(queued / 1e6)} MB of echoes queued for it; the server called end(), but its FIN waits behind those bytes, which the client never reads: the socket is still open`,
+          expected: `the server's socket destroyed between ${WINDOW} and ${WINDOW + INTERVAL} ms after the client's last byte`,
+          idea: "end() queues a FIN behind everything not yet sent, and a frozen peer with a full buffer takes none of it: the FIN never leaves, and 'finish' (end()'s callback) never comes. A peer presumed dead gets destroy(), which also drops the queue",
+        });
+      }
+      fail('The server kept a client that froze while the server was sending to it.', {
+        observed: `the client's last byte reached the server ${ms(since(lastAt))} ago; ${Math.round(queued / 1e6)} MB of echoes were then queued for it (write() returning false), and the server still holds the connection`,
+        expected: `dropped between ${WINDOW} and ${WINDOW + INTERVAL} ms after its last byte, like any silent client`,
+        idea: "a full send buffer is exactly what a frozen client looks like: the silence check must run on every tick, queued writes or not (do not skip the tick, or count only the PINGs write() accepted), and the drop must not wait for the queue to drain",
+      });
+    }
+  });
+
+  test('a client that connects after every earlier client has left is watched too', async () => {
+    const server = await startServer();
+    const first = await connectPeer(server.port);
+    await nextPing(first);
+    first.client.end();
+    await first.client.waitClosed('the server closes its side after our FIN');
+    await accepted(server, 0);
+    // A new client, on a server whose clients have all gone: it is pinged, and if it says
+    // nothing, dropped.
+    const t0 = performance.now();
+    const later = await connectPeer(server.port);
+    later.answering = false;
+    await waitUntil(() => later.client.closed, WINDOW + INTERVAL + SLACK + 300);
+    check(later.client.closed, 'A client that came after the others had left was never watched.', {
+      observed: `the first client came and went; a second one connected ${ms(since(t0))} ago and has received ${later.pingsAt.length} PING(s), answered none, and is still connected`,
+      expected: `pinged every ${INTERVAL} ms and, silent, dropped between ${WINDOW} and ${WINDOW + INTERVAL} ms after it connected`,
+      idea: later.pingsAt.length === 0
+        ? 'the heartbeat must run for every connection, the second wave as much as the first: a shared sweep that is stopped when the last client leaves must start again with the next one (forget the cleared handle)'
+        : 'every connection is checked on every tick, however many came and went before it',
     });
   });
 
@@ -826,5 +872,60 @@ describe('noticing a dead peer: the client', () => {
       expected: `the client stays: frames keep arriving, so the server is alive; only its PONGs are late (${PONG_DELAY} ms)`,
       idea: 'any byte from the peer proves it is alive, not only the PONG to our own PING: count everything received',
     }));
+  });
+
+  test('the client keeps a server that streams one large DATA frame slowly and answers PINGs late', async () => {
+    // The server sends one DATA frame of 40 KB, a piece every half interval, for more than
+    // two windows, and no PING; its PONGs wait behind the stream. Until the last piece, no
+    // whole frame arrives.
+    const srv = await startScripted({ pongDelayMs: 20 * INTERVAL });
+    const got: number[] = [];
+    const { ended, endedAt } = await connectClient(srv.port, { onData: (b) => got.push(b.length) });
+    const PIECES = 10;
+    const frame = encode(FrameType.DATA, Buffer.alloc(PIECES * 4096 - 5, 'd'));
+    const size = frame.length / PIECES;
+    const t0 = performance.now();
+    let sent = 0;
+    const stream = setInterval(() => {
+      if (sent === PIECES || ended() !== undefined) return;
+      srv.raw(frame.subarray(sent * size, (sent + 1) * size));
+      sent += 1;
+    }, INTERVAL / 2);
+    h.defer(() => clearInterval(stream));
+    await waitUntil(() => got.length > 0 || ended() !== undefined, PIECES * INTERVAL + SLACK + 1000);
+    clearInterval(stream);
+    check(ended() === undefined && got.length === 1, 'The client gave up on a server that was sending to it all along.', () => ({
+      observed: ended() !== undefined
+        ? `the client hung up ${ms(endedAt()! - t0)} into the stream ("${ended()}"), after ${sent} of ${PIECES} pieces of one DATA frame, one every ${INTERVAL / 2} ms, the last ${ago(endedAt()! - srv.lastWriteAt)} before`
+        : `the client is connected but received ${got.length} DATA frame(s)`,
+      expected: 'the client stays and gets the whole frame: bytes kept arriving the whole time',
+      idea: 'any byte from the server proves it is alive: count it when it arrives, not when a frame completes, and not only for PING or PONG',
+    }));
+  });
+
+  test('the client gives up on a server that froze while the client was sending to it', async () => {
+    // The server never reads (and so never answers); the client's owner has just sent it
+    // 8 MB, which the kernels cannot absorb: the rest waits in the client.
+    const srv = await startScripted({ neverRead: true });
+    const sockets = watchConnecting(srv.port);
+    const { client, ended } = await connectClient(srv.port);
+    const t0 = performance.now();
+    for (let i = 0; i < 8; i++) client.send(Buffer.alloc(1_000_000, 0x75));
+    await waitUntil(() => ended() !== undefined, WINDOW + INTERVAL + SLACK + 500);
+    if (ended() === undefined) {
+      const socket = sockets[0];
+      if (socket?.writableEnded && !socket.destroyed) {
+        fail('The client hung up on a frozen server with end(), and its socket is still open.', {
+          observed: `the server has sent nothing for ${ms(since(t0))}; the client called end(), but its FIN waits behind ${Math.round(socket.writableLength / 1e6)} MB the server never reads: \`closed\` has not resolved`,
+          expected: `the client's socket destroyed between ${WINDOW} and ${WINDOW + INTERVAL} ms after it connected`,
+          idea: "end() queues a FIN behind everything not yet sent; a frozen peer takes none of it, so the FIN never leaves: destroy() a peer presumed dead",
+        });
+      }
+      fail('The client kept a server that froze while the client was sending to it.', {
+        observed: `the server has sent nothing for ${ms(since(t0))}, answered none of the client's PINGs, and the client still waits (${sockets[0] ? `${Math.round(sockets[0].writableLength / 1e6)} MB queued` : 'its socket was not seen'})`,
+        expected: `the client gives up between ${WINDOW} and ${WINDOW + INTERVAL} ms after it connected`,
+        idea: "a send queue that does not drain is what a frozen peer looks like: check the silence on every tick, queued writes or not",
+      });
+    }
   });
 });

@@ -731,3 +731,121 @@ describe('a broadcast never waits for the slowest client', () => {
     });
   });
 });
+
+describe('every path, every client', () => {
+  test('every slow consumer is disconnected, not only the first', async () => {
+    // A bound smaller than one frame: a frame that does not fit overflows at once, with no
+    // need to fill the kernel's buffers first.
+    const bound = 1024;
+    const hub = await start({ maxQueuedBytes: bound });
+    const clients = [await h.connect(hub.port), await h.connect(hub.port), await h.connect(hub.port)];
+    const conns: HubConnection[] = [];
+    for (const c of clients) conns.push(await connectionOf(hub, c.port));
+    for (const conn of conns) hub.send(conn.id, FrameType.DATA, Buffer.alloc(2 * bound));
+    await eventually(() => {
+      const left = conns.filter((c) => hub.connections.has(c.id)).length;
+      const title = hub.slowConsumersDisconnected === 0 ? 'A frame larger than maxQueuedBytes was accepted.' : 'Only the first slow consumer was disconnected.';
+      check(left === 0 && hub.slowConsumersDisconnected === 3, title, {
+        observed: `3 clients were each offered a frame larger than maxQueuedBytes (${bound} bytes); ${3 - left} disconnected, ${left} still connected; slowConsumersDisconnected = ${hub.slowConsumersDisconnected}`,
+        expected: 'all 3 disconnected and counted: the policy applies to each connection that overflows',
+        idea: hub.slowConsumersDisconnected === 0
+          ? 'the bound holds whether or not write() has returned false yet: a frame that would put more than maxQueuedBytes in wait is refused, and the policy runs'
+          : 'slow-consumer state (a guard against disconnecting twice) belongs to the connection, not the hub: kept per hub, it lets every later slow consumer stay with silent gaps',
+      });
+    }, { within: 500 });
+  });
+
+  test("a protocol error's ERROR waits its turn behind a streamed frame, then the hub hangs up", async () => {
+    const hub = await start();
+    const client = await h.connect(hub.port);
+    const conn = await connectionOf(hub, client.port);
+    const body = gate();
+    h.defer(() => body.open());
+    const text = 'a snapshot that was on its way';
+    const streaming = watchPromise(hub.stream(conn.id, FrameType.DATA, text.length, gatedBody(body.opened, [text])));
+    await nextTurn();
+    // The client breaks the framing while the streamed frame waits for its body.
+    await client.write(Buffer.from([0xff, 0xff, 0xff, 0xff, FrameType.DATA]));
+    await eventually(() => check(!!client.received.length, 'The streamed frame never started.', {
+      observed: 'no bytes', expected: "the streamed frame's header", idea: 'a streamed frame starts with its header',
+    }), { within: 500 });
+    await nextTurn();
+    body.open();
+    await client.waitClosed('the hub hangs up after a frame it cannot read');
+    const ok = client.frames.length === 2 && client.frames[0]!.body.toString() === text
+      && client.frames[1]!.type === FrameType.ERROR && client.frames[1]!.body.toString().startsWith('PROTOCOL');
+    check(ok, 'The ERROR frame was lost behind a streamed frame.', {
+      observed: `the client decoded ${decoded(client)} before the connection closed (stream() ${streaming.state})`,
+      expected: `DATA "${text}", then ERROR "PROTOCOL …", then the close`,
+      idea: "socket.end() flushes only what was handed to the socket: an ERROR still in the writer's queue is written after end() and lost. Hang up once the writer has drained (drained().then(end))",
+    });
+  });
+
+  test('a streamed frame whose source fails or falls short closes the connection', async () => {
+    const hub = await start();
+    const cases = [
+      { name: 'a source that throws after 4 of 10 bytes', source: async function* () { yield Buffer.from('0123'); await nextTurn(); throw new Error('upstream went away'); } },
+      { name: 'a source that ends after 4 of 10 bytes', source: async function* () { yield Buffer.from('0123'); } },
+    ];
+    for (const { name, source } of cases) {
+      const client = await h.connect(hub.port);
+      const conn = await connectionOf(hub, client.port);
+      const s = watchPromise(hub.stream(conn.id, FrameType.DATA, 10, source()));
+      await eventually(() => check(s.settled, `stream() never settled for ${name}.`, {
+        observed: `stream() ${s.state}`, expected: 'rejected', idea: 'a sender hears whether its frame was sent',
+      }), { within: 1000 });
+      // What a careless writer would send next: it would land inside the broken frame.
+      hub.send(conn.id, FrameType.DATA, 'next');
+      const closed = await settleWithin(client.waitClosed('the hub cuts a connection whose frame it cannot finish'), 500);
+      check(s.state === 'rejected' && 'value' in closed, `A frame cut short left the connection open (${name}).`, () => ({
+        observed: `with ${name}: stream() ${s.state}${s.error ? ` (${s.error.message})` : ''}; the connection is ${'value' in closed ? 'closed' : 'still open 500 ms later'}; the client decoded ${decoded(client)}`,
+        expected: 'stream() rejected and the connection closed: 5 + 4 bytes of a 15-byte frame are on the wire and the rest will never come',
+        idea: 'a header promises a length: if the body cannot be finished (the source failed or ended early), the stream is broken, and only closing the connection stops the peer reading the next frames as the rest of this one',
+      }));
+    }
+  });
+
+  test('frames queued behind a slow streamed body count against the bound', async () => {
+    // A client that reads: write() never returns false. Only the stream's source is slow.
+    const bound = 64 * 1024;
+    const hub = await start({ maxQueuedBytes: bound });
+    const client = await h.connect(hub.port);
+    const conn = await connectionOf(hub, client.port);
+    const body = gate();
+    h.defer(() => body.open());
+    const streaming = hub.stream(conn.id, FrameType.DATA, 4, gatedBody(body.opened, ['body']));
+    streaming.catch(() => {});
+    await nextTurn();
+    let peak = 0;
+    let offered = 0;
+    for (let i = 0; i < 32 && !conn.socket.destroyed; i++) {
+      hub.send(conn.id, FrameType.DATA, Buffer.alloc(8 * 1024));
+      offered += 8 * 1024;
+      peak = Math.max(peak, conn.writer.queuedBytes);
+    }
+    check(peak <= bound && hub.slowConsumersDisconnected === 1, 'Frames piled up behind a stalled stream past the bound.', {
+      observed: `${kib(offered)} offered behind a streamed frame whose body had not arrived (write() never returned false: socket.writableNeedDrain = ${conn.socket.writableNeedDrain}); writer.queuedBytes reached ${kib(peak)}; slowConsumersDisconnected = ${hub.slowConsumersDisconnected}`,
+      expected: `never more than maxQueuedBytes (${kib(bound)}), and the policy applied once the next frame did not fit`,
+      idea: "the bound counts what waits, whatever it waits for: a queue behind a slow source grows as surely as one behind a slow reader, though write() has never said false",
+    });
+  });
+
+  test('queuedBytes is back to 0 once everything was written', async () => {
+    const hub = await start();
+    const client = await h.connect(hub.port);
+    const conn = await connectionOf(hub, client.port);
+    let total = 0;
+    for (let i = 0; i < 20; i++) {
+      const text = `part ${i}`;
+      if (i % 2) await hub.stream(conn.id, FrameType.DATA, text.length, gatedBody(Promise.resolve(), [text.slice(0, 2), text.slice(2)]));
+      else hub.send(conn.id, FrameType.DATA, text);
+      total += encode(FrameType.DATA, text).length;
+    }
+    await framesAfter(client, total);
+    await eventually(() => check(conn.writer.queuedBytes === 0, 'queuedBytes does not come back to 0.', () => ({
+      observed: `the client received all 20 frames (10 whole, 10 streamed); writer.queuedBytes = ${conn.writer.queuedBytes} (socket.writableLength = ${conn.socket.writableLength})`,
+      expected: '0: nothing waits any more',
+      idea: 'every byte counted when a frame is queued must be uncounted when it is written, on every path (a streamed header too): a count that drifts up cuts off, one day, a client that reads everything',
+    })), { within: 500 });
+  });
+});

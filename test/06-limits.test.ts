@@ -50,7 +50,7 @@ const data = (c: TestClient) => c.frames.filter((f) => f.type === FrameType.DATA
  * of them as soon as the client says HELLO, then welcomes the next with a DATA frame.
  * (Resetting after the HELLO makes sure the client saw 'connect' first.)
  */
-async function startResettingServer(resets: number) {
+async function startResettingServer(resets: number, how: 'reset' | 'busy' = 'reset') {
   const sockets = new Set<net.Socket>();
   const acceptedAt: number[] = [];
   const server = net.createServer({ noDelay: true }, (socket) => {
@@ -59,7 +59,8 @@ async function startResettingServer(resets: number) {
     socket.on('error', () => {});
     const n = acceptedAt.push(performance.now());
     socket.once('data', () => {
-      if (n <= resets) socket.resetAndDestroy();
+      if (n <= resets && how === 'reset') socket.resetAndDestroy();
+      else if (n <= resets) socket.end(encode(FrameType.BUSY, 'connections: full'));
       else socket.write(encode(FrameType.DATA, 'welcome'));
     });
   });
@@ -447,18 +448,29 @@ describe('in-flight work is bounded', () => {
     const server = await start({ maxInFlight: 1, maxQueued: 10, queueTimeoutMs: 5000, handler: async (body) => (body.toString() === 'hold' ? work.handler(body) : body) });
     const holder = await h.connect(server.port);
     holder.send(FrameType.DATA, 'hold');
+    // One client leaves with a FIN, the other with a reset (no FIN, no 'end' on the server).
     const quitter = await h.connect(server.port);
     quitter.send(FrameType.DATA, 'never mind');
-    await eventually(() => check(work.running === 1 && server.queued === 1, 'The second request never queued.', {
-      observed: `${work.running} running, ${server.queued} waiting`, expected: '1 running, 1 waiting', idea: 'a busy slot makes the next request wait',
+    const resetter = await h.connect(server.port);
+    resetter.send(FrameType.DATA, 'never mind either');
+    await eventually(() => check(work.running === 1 && server.queued === 2, 'The requests never queued.', {
+      observed: `${work.running} running, ${server.queued} waiting`, expected: '1 running, 2 waiting', idea: 'a busy slot makes the next requests wait',
     }), { within: 1000 });
     quitter.destroy();
     await quitter.waitClosed('we closed it ourselves');
     await eventually(() => {
-      check(server.queued === 0, 'A client that left still waits in the queue.', {
-        observed: `${server.queued} request(s) waiting, though the only waiting client disconnected`,
-        expected: "0: the connection's abort signal takes its request out of the queue",
+      check(server.queued <= 1, 'A client that left still waits in the queue.', {
+        observed: `${server.queued} request(s) waiting, though one of the 2 waiting clients disconnected (FIN)`,
+        expected: "1: the connection's abort signal takes its request out of the queue",
         idea: 'a queued request whose client left must leave the queue, or the next free slot goes to nobody and is lost',
+      });
+    }, { within: 400 });
+    resetter.reset();
+    await eventually(() => {
+      check(server.queued === 0, 'A client that reset still waits in the queue.', {
+        observed: `${server.queued} request(s) waiting, though both waiting clients are gone (the second reset its connection: ECONNRESET, no FIN)`,
+        expected: "0: the connection's abort signal fires on 'close', however the connection ended",
+        idea: "abort a connection's work on 'close', not on 'end': a reset peer never sends FIN, so its queued requests would keep their places and its handlers run on",
       });
     }, { within: 400 });
     work.release();
@@ -607,6 +619,47 @@ describe('clients back off: capped, exponential, full jitter', () => {
   });
 });
 
+describe('the backoff resets only after a healthy connection, every time', () => {
+  test('a short connection after a healthy one does not reset the backoff either', () => {
+    let now = 0;
+    const backoff = new Backoff({ baseMs: 100, capMs: 10_000, healthyMs: 1000, random: () => 0.5, now: () => now });
+    backoff.next();
+    backoff.opened();
+    now += 2000; // a healthy connection: the schedule starts again
+    backoff.closed();
+    const waits = [backoff.next(), backoff.next(), backoff.next()];
+    now += 10_000;
+    backoff.opened(); // accepted, then BUSY and a close 5 ms later
+    now += 5;
+    backoff.closed();
+    const after = backoff.next();
+    check(after > waits[2]!, 'After one healthy connection, every short one resets the backoff.', {
+      observed: `a healthy connection (2000 ms), then 3 failures (waits ${waits.join(', ')} ms), then a connection that lasted 5 ms: the next wait was ${after} ms`,
+      expected: `longer than ${waits[2]} ms: the 5 ms connection proves nothing`,
+      idea: 'measure each connection from its own open: a start time kept from an earlier connection makes every later one look healthy',
+    });
+  });
+
+  test('the reconnect loop slows down against a server that answers BUSY', async () => {
+    const server = await startResettingServer(4, 'busy');
+    const frames: string[] = [];
+    const client = keepConnected({ port: server.port, baseMs: 20, capMs: 1000, healthyMs: 1000, random: () => 0.999, onFrame: (f) => frames.push(describeFrame(f)) });
+    h.defer(() => client.stop());
+    await eventually(() => {
+      check(server.acceptedAt.length >= 5, 'The client stopped reconnecting.', {
+        observed: `${server.acceptedAt.length} connection(s) accepted`, expected: '5 (4 refused with BUSY, then 1 served)', idea: 'a reconnecting client keeps trying',
+      });
+    }, { within: 2000 });
+    const waits = client.delays.slice(0, 4);
+    const growing = waits.length === 4 && waits.every((w, i) => w >= 0.9 * 20 * 2 ** i);
+    check(growing, 'The client retried at its fastest pace while the server said BUSY.', {
+      observed: `each connection got BUSY and a close; the client waited ${waits.map((w) => w.toFixed(0)).join(', ')} ms between attempts (frames received: ${frames.slice(0, 4).join(', ')})`,
+      expected: 'waits that grow with each refusal: about 20, 40, 80, 160 ms with baseMs 20 and random() = 0.999',
+      idea: 'a frame from the server proves nothing: an overloaded server\'s first frame is BUSY. Only a connection that stays up for healthyMs resets the schedule',
+    });
+  });
+});
+
 describe('every slot comes back, on every path', () => {
   test('a handler that throws gives its slot back, every time', async () => {
     const server = await start({
@@ -703,13 +756,40 @@ describe('a refused client is dealt with completely', () => {
     }, { within: 600 });
   });
 
+  test('every refused client that never closes is dropped after refuseGraceMs', async () => {
+    const accepted = h.watchAccepted();
+    const server = await start({ maxConnections: 1, refuseGraceMs: 150 });
+    const admitted = await h.connect(server.port);
+    admitted.send(FrameType.DATA, 'in');
+    await admitted.waitForFrames(1, 'the echo of "in"');
+    // Three clients read BUSY and then do nothing, refused one after the other.
+    const stubborn: TestClient[] = [];
+    for (let i = 0; i < 3; i++) {
+      const c = await h.connect(server.port, { allowHalfOpen: true });
+      await c.waitForFrames(1, 'BUSY (the only place is taken)');
+      stubborn.push(c);
+      await new Promise((resolve) => setTimeout(resolve, 40));
+    }
+    const t0 = performance.now();
+    await eventually(() => {
+      const open = stubborn.filter((c) => !accepted.of(c.port)?.destroyed);
+      check(open.length === 0, 'Only some refused clients were dropped after the grace period.', {
+        observed: `3 refused clients that never close, refused about 40 ms apart (refuseGraceMs 150): ${(performance.now() - t0).toFixed(0)} ms after the last refusal, the server still holds ${open.length} of them (ports ${open.map((c) => c.port).join(', ')})`,
+        expected: "every refused socket destroyed once its own grace period is over",
+        idea: 'the grace period belongs to each refused connection: one timer shared by all, restarted at each refusal, only ever drops the last one',
+      });
+    }, { within: 500 });
+  });
+
   test('a refused client can finish what it was saying and leave cleanly', async () => {
+    const accepted = h.watchAccepted();
     const server = await start({ maxConnections: 1, refuseGraceMs: 5000 });
     await h.connect(server.port);
     // allowHalfOpen: this client decides itself when to close, after the server's FIN.
     const late = await h.connect(server.port, { allowHalfOpen: true });
     late.send(FrameType.HELLO, 'hi');
     await late.waitForFrames(1, 'BUSY (the only place is taken)');
+    const side = accepted.of(late.port); // found while both ends are open
     late.send(FrameType.PING, 'one more'); // already on its way when BUSY arrived
     late.end();
     const how = await late.waitClosed('a clean close after our FIN');
@@ -718,6 +798,15 @@ describe('a refused client is dealt with completely', () => {
       expected: 'BUSY, then a clean close (FIN both ways), no ECONNRESET',
       idea: 'refuse with end(), keep reading, and destroy only after a grace period: a socket destroyed at once answers whatever the client still sends with RST, and a client stack may discard the unread BUSY with it',
     });
+    // The client has left: the server's side must go now, not when the 5 s grace runs out.
+    const t0 = performance.now();
+    await eventually(() => {
+      check(!side || side.closedAt !== undefined, "The server kept a refused socket after its client left.", {
+        observed: `the refused client sent its FIN and closed; ${(performance.now() - t0).toFixed(0)} ms later the server's side is still open (ended: ${side?.ended}, destroyed: ${side?.destroyed}); refuseGraceMs is 5000`,
+        expected: "the server's side closed as soon as the client's FIN arrived",
+        idea: "a refused socket must keep reading (resume()): a paused socket never reads the client's FIN, so it holds its descriptor for the whole grace period, and a storm of refusals holds thousands",
+      });
+    }, { within: 500 });
   });
 
   test('refused clients that reset do not crash the server', async () => {

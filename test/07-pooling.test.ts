@@ -31,9 +31,11 @@ const h = useHarness('07');
  * A small upstream for the pool to talk to. It answers each DATA frame with a DATA frame
  * holding the same body, one at a time and in order per connection, like any serial
  * request/response protocol. A few bodies steer it: "slow:<ms>" answers after <ms>,
- * "never" never answers, "fail" answers with an ERROR frame.
+ * "never" never answers, "fail" answers with an ERROR frame. `halfOpen` makes it a peer that
+ * never answers our FIN (a hung upstream, a dead host behind a NAT): a connection the pool
+ * only end()s then never closes, while one it destroy()s is gone at once.
  */
-async function startUpstream() {
+async function startUpstream({ halfOpen = false } = {}) {
   const sockets = new Set<net.Socket>();
   const timers = new Set<NodeJS.Timeout>();
   let accepted = 0;
@@ -58,7 +60,7 @@ async function startUpstream() {
     });
   };
 
-  const server = net.createServer({ noDelay: true }, (socket) => {
+  const server = net.createServer({ noDelay: true, allowHalfOpen: halfOpen }, (socket) => {
     accepted++;
     sockets.add(socket);
     socket.on('error', () => {});
@@ -99,8 +101,11 @@ async function startUpstream() {
 
 type Upstream = Awaited<ReturnType<typeof startUpstream>>;
 
-async function setup(options: Omit<PoolOptions, 'port'> = {}): Promise<{ upstream: Upstream; pool: ConnectionPool }> {
-  const upstream = h.track(await startUpstream());
+async function setup(
+  options: Omit<PoolOptions, 'port'> = {},
+  upstreamOptions: { halfOpen?: boolean } = {},
+): Promise<{ upstream: Upstream; pool: ConnectionPool }> {
+  const upstream = h.track(await startUpstream(upstreamOptions));
   // Tracked after the upstream, so it stops first.
   const pool = h.track(createPool({ port: upstream.port, acquireTimeoutMs: 2000, ...options }));
   return { upstream, pool };
@@ -302,6 +307,20 @@ describe('baseline: the pool lends and reuses connections', () => {
     }, { within: 500 });
   });
 
+  test('stop() closes lent connections too, at once', async () => {
+    const { pool } = await setup({ max: 2 });
+    // A borrower stuck on a hung upstream: the case stop() exists for.
+    const stuck = await pool.acquire();
+    const other = await pool.acquire();
+    other.release();
+    const stopped = await settleWithin(pool.stop(), 500);
+    check(stopped.done && stuck.socket.destroyed && pool.size === 0, 'stop() waited for a lease that was never going to end.', {
+      observed: `500 ms after stop() with one lease still out: stop() ${stopped.done ? 'resolved' : 'still pending'}, the lent socket destroyed=${stuck.socket.destroyed}, pool.size=${pool.size}`,
+      expected: 'stop() destroys every connection, idle and lent, and resolves at once',
+      idea: 'drain() waits for leases; stop() is the "now" that follows it: it closes lent connections too, or one stuck borrower holds the shutdown for ever',
+    });
+  });
+
   test('drain() turns away the callers already waiting', async () => {
     const { pool } = await setup({ max: 1 });
     const held = await pool.acquire();
@@ -379,6 +398,51 @@ describe('the pool is bounded: in connections, in waiting time, in waiters', () 
       expected: 'at most 3 connections; the other 5 callers wait',
       idea: 'a cap that counts only connected sockets misses the ones still connecting: count a connection from the moment you start opening it',
     });
+  });
+
+  test('a connect that fails gives its slot back', async () => {
+    // A port nobody listens on: the upstream is restarting.
+    const probe = net.createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const port = (probe.address() as net.AddressInfo).port;
+    await new Promise((resolve) => probe.close(resolve));
+    const pool = h.track(createPool({ port, max: 1, acquireTimeoutMs: 300 }));
+    const attempts = [watchPromise(pool.acquire())];
+    await eventually(() => check(attempts[0]!.settled, 'acquire() never settled when the upstream refused the connection.', {
+      observed: outcome(attempts[0]!), expected: 'a rejection (ECONNREFUSED)', idea: 'a failed connect fails the acquire',
+    }), { within: 300 + 200 });
+    await eventually(() => check(pool.size === 0, 'A connection that never connected still counts against max.', {
+      observed: `after a connect refused with ${attempts[0]!.error?.message}: pool.size=${pool.size} (max=1)`,
+      expected: 'pool.size=0: the slot is free for the next attempt',
+      idea: "count a connection from net.connect() until 'close', on every path: a failed connect also emits 'close', so listen for it before the connect can fail, or each refused connect eats a slot for ever",
+    }), { within: 200 });
+    attempts.push(watchPromise(pool.acquire()));
+    await eventually(() => check(attempts[1]!.settled, 'acquire() never settled.', {
+      observed: outcome(attempts[1]!), expected: 'a rejection', idea: 'a failed connect fails the acquire',
+    }), { within: 300 + 200 });
+    check(attempts[1]!.error?.name !== 'AcquireTimeoutError', 'After one refused connect, the pool no longer tried to connect.', {
+      observed: `the second acquire() (max=1) ${outcome(attempts[1]!)}`,
+      expected: 'a new connect attempt (refused again, ECONNREFUSED), not a wait for a slot',
+      idea: "a refused connect frees its slot: the pool must try again once the upstream is back",
+    });
+  });
+
+  test('an acquire() aborted while connecting leaves no connection behind', async () => {
+    const { upstream, pool } = await setup({ max: 2 });
+    const caller = new AbortController();
+    const gaveUp = watchPromise(pool.acquire({ signal: caller.signal }));
+    // The caller leaves while the connection is still being opened.
+    caller.abort();
+    await eventually(() => check(gaveUp.error?.name === 'AbortError', 'acquire() ignored an abort that came while it was connecting.', {
+      observed: outcome(gaveUp), expected: 'a rejection with AbortError', idea: "the caller's signal covers the connect too",
+    }), { within: 300 });
+    await eventually(() => {
+      check(pool.size === 0 && upstream.open() === 0, 'A connection opened for a caller who gave up was kept, lent to nobody.', {
+        observed: `300 ms after the abort: pool.size=${pool.size}, idle=${pool.idle}, borrowed=${pool.borrowed}; the upstream has ${upstream.open()} connection(s) open`,
+        expected: 'pool.size=0 and no connection on the upstream: the half-open socket is destroyed',
+        idea: 'a connect cut short by the deadline or an abort destroys its socket: otherwise it connects anyway, counts against max, and nobody will ever lend or close it',
+      });
+    }, { within: 300 });
   });
 
   test('acquire() on a full pool gives up after acquireTimeoutMs', async () => {
@@ -491,6 +555,28 @@ describe('idle connections are let go', () => {
       expected: `all four in the same sweep, a few ms apart (one sweep every ${IDLE_MS / 2} ms)`,
       idea: 'an evictor run closes every connection older than idleTimeoutMs, not one per run: after a burst of 100, one per run takes 100 runs',
     });
+  });
+
+  test('an evicted connection is closed even when the upstream never closes its side', async () => {
+    const { pool } = await setup({ max: 2, idleTimeoutMs: IDLE_MS }, { halfOpen: true });
+    const lease = await pool.acquire();
+    const socket = lease.socket;
+    lease.release();
+    const releasedAt = performance.now();
+    await eventually(() => {
+      check(pool.idle === 0, 'Idle connections were kept open long after idleTimeoutMs.', {
+        observed: `${pool.idle} idle after ${Math.round(performance.now() - releasedAt)} ms, idleTimeoutMs=${IDLE_MS}`,
+        expected: 'the idle connection evicted',
+        idea: "an unref'd timer evicts idle connections",
+      });
+    }, { within: IDLE_MS + 300 });
+    await eventually(() => {
+      check(socket.destroyed && pool.size === 0, 'An evicted connection was only half-closed: it still holds its slot.', {
+        observed: `${Math.round(performance.now() - releasedAt)} ms after release (idleTimeoutMs=${IDLE_MS}), against an upstream that never sends FIN back: the evicted socket destroyed=${socket.destroyed}, writableEnded=${socket.writableEnded}, readyState=${socket.readyState}; pool.size=${pool.size}`,
+        expected: 'the socket destroyed and pool.size=0',
+        idea: "end() only sends our FIN and waits for the peer's: a dead or hung upstream never answers, so the socket stays open and counts against max for ever. Evict with destroy()",
+      });
+    }, { within: 200 });
   });
 
   test('a lent connection is never evicted, and ages from its release', async () => {
@@ -763,6 +849,38 @@ describe('a lease ends on every path', () => {
       expected: '"fresh"',
       idea: 'a request that gave up leaves its reply on the way: that connection is out of step, so it is destroyed, never released',
     });
+  });
+});
+
+describe('a connection cut short is destroyed', () => {
+  test('a request whose caller hung up closes its connection, even if the upstream never closes its side', async () => {
+    const { pool } = await setup({ max: 1 }, { halfOpen: true });
+    // Open the only connection first, to watch it: request() will borrow it.
+    const first = await pool.acquire();
+    const socket = first.socket;
+    first.release();
+    // The caller's client hung up: an abort by hand (AbortError), not a timeout.
+    const caller = new AbortController();
+    // Its reply is due after the window this test looks at: whatever happens here is the
+    // pool's doing, not the late reply's (which an idle connection drops on arrival).
+    const gaveUp = watchPromise(pool.request('slow:400', { signal: caller.signal }));
+    await eventually(() => check(pool.borrowed === 1, 'request() never borrowed a connection.', {
+      observed: `borrowed=${pool.borrowed}`, expected: '1', idea: 'a request holds a lease',
+    }), { within: 500 });
+    caller.abort();
+    await eventually(() => check(gaveUp.error?.name === 'AbortError', "request() ignored its caller's abort.", {
+      observed: `request() ${outcome(gaveUp)}`, expected: 'a rejection with AbortError at once', idea: 'the caller decides how long a request may take',
+    }), { within: 300 });
+    await eventually(() => {
+      const where = pool.idle === 1 ? 'back in the idle list, its reply still on the way' : pool.borrowed === 1 ? 'still lent' : socket.destroyed ? 'destroyed' : `out of the pool's lists but open (writableEnded=${socket.writableEnded}, readyState=${socket.readyState})`;
+      check(socket.destroyed && pool.size === 0, 'A request that was aborted left its connection open.', {
+        observed: `150 ms after request("slow:400") was aborted by its caller (AbortError), against an upstream that never closes its side: the connection is ${where}; pool.size=${pool.size}, idle=${pool.idle}, borrowed=${pool.borrowed}`,
+        expected: 'the connection destroyed at once, pool.size=0',
+        idea: pool.idle === 1
+          ? 'every failure leaves the exchange cut short, whatever the error (TimeoutError, AbortError, a closed socket): its reply is still due, so destroy() the connection; given back, the next borrower reads that reply as its own'
+          : "destroy() the connection, not end(): end() sends our FIN and waits for the upstream's, which a hung upstream never sends, so the socket stays open and holds its slot for ever",
+      });
+    }, { within: 150 });
   });
 });
 

@@ -503,6 +503,62 @@ describe('graceful shutdown: flush, deadline, timers, signals', () => {
     });
   });
 
+  test('a follower that never reads is cut off at the deadline, with no request in flight anywhere', async () => {
+    const GRACE_MS = 150;
+    const server = await start({ graceMs: GRACE_MS });
+    // Nothing in flight when stop() begins: only megabytes queued for a peer that stopped
+    // reading. Its end() can never finish, so only the deadline can close it.
+    // Paused, it never notices the cut itself: the server's count is what tells.
+    await stalledFollower(server);
+    const writer = await flood(server);
+    await eventually(() => check(server.inflight === 0, 'The big entries were still being stored.', {
+      observed: `${server.inflight} in flight`, expected: '0 after every ACK', idea: 'an ACK is sent once the entry is stored',
+    }), { within: 1000 });
+    const started = performance.now();
+    const stopped = watchPromise(server.stop());
+    await writer.waitClosed('the client that reads is closed at once');
+    await eventually(() => {
+      check(server.connections === 0, `A follower that never reads was still connected ${GRACE_MS + 600} ms after stop().`, {
+        observed: `no request was in flight at stop(); ${MB(BIG_ENTRIES * BIG_ENTRY_BYTES)} was queued for a follower that does not read; ${server.connections} connection(s) still open; stop() is ${stopped.state}`,
+        expected: `the follower destroyed at the ${GRACE_MS} ms grace deadline, and stop() resolved`,
+        idea: "the deadline is armed on every stop(), not only when requests are in flight: an idle connection is end()ed, and end() waits for a queue that a peer that never reads never drains",
+      });
+    }, { within: GRACE_MS + 600 });
+    const elapsed = performance.now() - started;
+    check(elapsed >= GRACE_MS - 2, 'The follower was cut off before the grace period ended.', {
+      observed: `disconnected ${elapsed.toFixed(0)} ms after stop()`,
+      expected: `no earlier than the ${GRACE_MS} ms grace deadline`,
+      idea: 'the grace period is what a slow client is promised: force only at the deadline',
+    });
+    await stopWithin(server, 1000, 'every connection had closed');
+  });
+
+  test('a request whose storage fails during shutdown still lets its connection close at once', async () => {
+    // The disk gives up when told to hurry: the write fails, there is no ACK to send.
+    const server = await start({
+      graceMs: 5000,
+      persist: (_e: Entry, signal: AbortSignal) =>
+        new Promise<void>((_resolve, reject) => signal.addEventListener('abort', () => reject(new Error('disk gone')), { once: true })),
+    });
+    const client = await h.connect(server.port);
+    client.send(FrameType.DATA, entry(1));
+    await inFlight(server, 1);
+    const stopped = watchPromise(server.stop());
+    await eventually(() => {
+      check(client.closed, 'A connection whose last request failed stayed open until the grace deadline.', {
+        observed: `500 ms after stop(), with its only request failed in storage: the client received ${framesSummary(client.frames)} and is still connected; server.inflight=${server.inflight}; stop() is ${stopped.state} (graceMs=5000)`,
+        expected: 'GOAWAY, no ACK, then the close, at once: nothing is left in flight on it',
+        idea: "a connection hangs up once its last request is done, on every path: count the request out in finally, not only after an ACK, or a failed write holds the shutdown for the whole grace period",
+      });
+    }, { within: 500 });
+    check(gotGoaway(client) && !acked(client).includes(1) && !logIds(server).includes(1), 'A failed request was answered as stored.', {
+      observed: `the client received ${framesSummary(client.frames)}; the log holds [${logIds(server).join(', ')}]`,
+      expected: 'GOAWAY, no ACK for request 1',
+      idea: 'an ACK means stored: a failed write gets none, and its client sends it again elsewhere',
+    });
+    await stopWithin(server, 1000, 'the only connection had closed');
+  });
+
   test('a request whose storage never finishes is cut off at the grace deadline', async () => {
     const GRACE_MS = 100;
     // A disk that hangs: this write never completes, shutdown or not.

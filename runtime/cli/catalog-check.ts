@@ -2,16 +2,22 @@
 // its solution and say, for each, which tests caught it (or that it survived). The tool for
 // writing a catalog; npm run verify runs the same check for every lesson.
 //   --mistakes / --alternatives   only that kind
+//   --from <dir>                  patches from another tree laid out like solutions/
+//                                 (<dir>/NN-slug/mistakes/*.patch): a held-out set
+import path from 'node:path';
 import { listCatalog, type PatchKind } from './catalog.ts';
 import { pickLessons, runCatalog, typecheckTrees } from './run.ts';
 
-const args = process.argv.slice(2);
+const argv = process.argv.slice(2);
+const fromAt = argv.indexOf('--from');
+const from = fromAt >= 0 ? path.resolve(argv[fromAt + 1] ?? '.') : undefined;
+const args = fromAt >= 0 ? argv.filter((_, i) => i !== fromAt && i !== fromAt + 1) : argv;
 const lessonArgs = args.filter((a) => /^\d/.test(a));
 const names = new Set(args.filter((a) => !a.startsWith('-') && !/^\d/.test(a)));
 const kinds: PatchKind[] = args.includes('--mistakes') ? ['mistakes'] : args.includes('--alternatives') ? ['alternatives'] : ['mistakes', 'alternatives'];
 
 const entries = pickLessons(lessonArgs)
-  .flatMap((l) => listCatalog(l, kinds))
+  .flatMap((l) => listCatalog(l, kinds, from))
   .filter((e) => !names.size || names.has(e.name));
 if (!entries.length) {
   console.log('No patches found: they live in solutions/NN-slug/mistakes/*.patch and alternatives/*.patch.');

@@ -30,8 +30,11 @@ export interface CatalogEntry {
 /** Where patched trees are built: inside the project, so they are ESM like the rest. */
 export const catalogRoot = path.join(projectRoot, '.workbook', 'catalog');
 
-/** The plan file vitest.config.ts reads to add one project per patched tree. */
-export const planFile = path.join(catalogRoot, 'plan.json');
+/**
+ * The plan vitest.config.ts reads (its path in WORKBOOK_CATALOG) to add one project per
+ * patched tree. One file per run, so two runs at once do not read each other's plan.
+ */
+export const planFile = path.join(catalogRoot, `plan-${process.pid}.json`);
 
 export interface PlannedProject {
   project: string;
@@ -42,9 +45,13 @@ export interface PlannedProject {
   stopAtFirstCatch: boolean;
 }
 
-export function listCatalog(lesson: LessonInfo, kinds: PatchKind[] = ['mistakes', 'alternatives']): CatalogEntry[] {
+/**
+ * A lesson's patches. `root` is a tree laid out like solutions/ (`<root>/NN-slug/mistakes/*.patch`):
+ * solutions/ itself by default, or a held-out set kept elsewhere.
+ */
+export function listCatalog(lesson: LessonInfo, kinds: PatchKind[] = ['mistakes', 'alternatives'], root = solutionsDir): CatalogEntry[] {
   return kinds.flatMap((kind) => {
-    const dir = path.join(solutionsDir, lesson.slug, kind);
+    const dir = path.join(root, lesson.slug, kind);
     if (!existsSync(dir)) return [];
     return readdirSync(dir)
       .filter((f) => f.endsWith('.patch'))
@@ -52,14 +59,16 @@ export function listCatalog(lesson: LessonInfo, kinds: PatchKind[] = ['mistakes'
       .map((f) => {
         const name = f.slice(0, -'.patch'.length);
         const file = path.join(dir, f);
+        // Patches from a held-out set get trees of their own, apart from the catalog's.
+        const set = root === solutionsDir ? [] : [`from-${path.basename(root)}`];
         return {
           lesson,
           kind,
           name,
           file,
           why: patchComment(readFileSync(file, 'utf8')),
-          project: `catalog/${lesson.slug}/${kind}/${name}`,
-          tree: path.join(catalogRoot, lesson.slug, kind, name),
+          project: ['catalog', ...set, lesson.slug, kind, name].join('/'),
+          tree: path.join(catalogRoot, ...set, lesson.slug, kind, name),
         };
       });
   });
@@ -114,8 +123,8 @@ export function writePlan(entries: CatalogEntry[], { everyTest = false } = {}): 
   writeFileSync(planFile, JSON.stringify(plan, null, 2));
 }
 
-export function readPlan(): PlannedProject[] {
-  return existsSync(planFile) ? (JSON.parse(readFileSync(planFile, 'utf8')) as PlannedProject[]) : [];
+export function readPlan(file: string | undefined): PlannedProject[] {
+  return file && existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as PlannedProject[]) : [];
 }
 
 export interface Judgement {

@@ -6,5 +6,6 @@ export { settleWithin, watchPromise, type Settled, type Watched } from './settle
 export { check, fail, LessonFailure, type Lesson } from './teach.ts';
 export { LeakProbe, describeLeaks, isClean, socketFdCount } from '../probes/leaks.ts';
 export { takeCrash } from '../probes/crash.ts';
+export { watchAccepted, type AcceptedSocket, type AcceptedWatch } from '../probes/accepted.ts';
 export * from '../protocol.ts';
 export { createRandom, startFaultProxy, withTimeline, type FaultProxy, type FaultSpec, type Fault } from '../faults/proxy.ts';

@@ -2,6 +2,7 @@
 // crash probe armed and a leak snapshot taken, and ends by closing what it opened and
 // checking that nothing is left alive.
 import { afterEach, beforeEach } from 'vitest';
+import { watchAccepted, type AcceptedWatch } from '../probes/accepted.ts';
 import { armCrashProbe, takeCrash } from '../probes/crash.ts';
 import { describeLeaks, isClean, LeakProbe } from '../probes/leaks.ts';
 import { connect, type ConnectOptions, type TestClient } from './client.ts';
@@ -19,15 +20,26 @@ export interface Harness {
   track<T extends Stoppable>(server: T): T;
   /** Run `fn` after the test, before the leak check. */
   defer(fn: () => unknown): void;
+  /**
+   * Record the server side of every connection accepted from now until the test ends, to
+   * tell a destroyed socket from one only ended (see probes/accepted.ts).
+   */
+  watchAccepted(): AcceptedWatch;
   /** The snapshot taken before the test: ask it what is alive now that was not then. */
   readonly probe: LeakProbe;
 }
 
 const STOP_WITHIN_MS = 2000;
+// After a test that already failed, stop() is still called (to free the port and the
+// sockets) but not waited on for long: the learner has their failure, and a broken
+// server's stop() often hangs, which would cost every failing test two seconds.
+const STOP_AFTER_FAILURE_MS = 250;
 
 export function useHarness(lesson: string): Harness {
   let probe: LeakProbe;
   let cleanups: Array<() => unknown> = [];
+  // Set as each test's cleanup begins: whether the test body had already failed.
+  let failedAlready = false;
   // Armed for the whole file: a crash between two tests must not take the worker down.
   armCrashProbe();
 
@@ -43,7 +55,7 @@ export function useHarness(lesson: string): Harness {
   afterEach(async (context) => {
     // A test that already failed has told the learner what matters; its leftovers would
     // only repeat it (and waiting them out would slow every run of a broken exercise).
-    const alreadyFailed = context.task.result?.state === 'fail';
+    failedAlready = context.task.result?.state === 'fail';
     const stopFailures: string[] = [];
     for (const cleanup of cleanups.reverse()) {
       try {
@@ -61,7 +73,7 @@ export function useHarness(lesson: string): Harness {
         idea: 'a server has to be able to stop; tests stop it after every case',
       });
     }
-    if (alreadyFailed) return;
+    if (failedAlready) return;
     const leaks = await probe.settle(500);
     if (!isClean(leaks)) {
       fail('Something outlived the test.', {
@@ -79,18 +91,24 @@ export function useHarness(lesson: string): Harness {
       return client;
     },
     track: (server) => {
-      cleanups.push(() => stopWithin(server, STOP_WITHIN_MS));
+      cleanups.push(() => stopWithin(server, failedAlready ? STOP_AFTER_FAILURE_MS : STOP_WITHIN_MS, failedAlready));
       return server;
     },
     defer: (fn) => void cleanups.push(fn),
+    watchAccepted: () => {
+      const watch = watchAccepted();
+      cleanups.push(() => watch.stop());
+      return watch;
+    },
     get probe() {
       return probe;
     },
   };
 }
 
-async function stopWithin(server: Stoppable, ms: number): Promise<void> {
+async function stopWithin(server: Stoppable, ms: number, quietly = false): Promise<void> {
   const outcome = await settleWithin(server.stop(), ms);
+  if (!outcome.done && quietly) return;
   if (!outcome.done) throw new Error(`stop() had not finished ${ms} ms after it was called`);
   if ('error' in outcome) throw outcome.error;
 }

@@ -144,6 +144,24 @@ describe('leak probe, watched emitters and servers', () => {
   });
 });
 
+describe('accepted sockets', () => {
+  test("tells a server side that was destroyed from one that was only ended", async () => {
+    const accepted = h.watchAccepted();
+    const { port } = await listen((s) => s.on('error', () => {}));
+    const ended = await h.connect(port, { allowHalfOpen: true });
+    const destroyed = await h.connect(port, { allowHalfOpen: true });
+    await eventually(() => expect(accepted.sockets.length).toBe(2), { within: 1000 });
+    accepted.of(ended.port)!.socket.end();
+    accepted.of(destroyed.port)!.socket.destroy();
+    await eventually(() => expect(accepted.of(destroyed.port)!.closedAt).toBeDefined(), { within: 1000 });
+    // The half-open peer never answers the FIN, so the ended side stays open for ever.
+    await eventually(() => expect(ended.ended).toBe(true), { within: 1000 });
+    expect(accepted.of(ended.port)).toMatchObject({ ended: true, destroyed: false, closedAt: undefined });
+    expect(accepted.of(destroyed.port)).toMatchObject({ destroyed: true });
+    expect(accepted.of(12345)).toBeUndefined();
+  });
+});
+
 describe('crash probe', () => {
   test("captures an 'error' event nobody listens to, as a LessonFailure", async () => {
     const { port } = await listen(); // the server's sockets have no 'error' listener
