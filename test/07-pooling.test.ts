@@ -448,7 +448,7 @@ describe('the pool is bounded: in connections, in waiting time, in waiters', () 
   test('acquire() on a full pool gives up after acquireTimeoutMs', async () => {
     const { pool } = await setup({ max: 1, acquireTimeoutMs: 100 });
     const held = await pool.acquire();
-    const second = watchPromise(pool.acquire());
+    const second = watchPromise(() => pool.acquire());
     await eventually(() => {
       check(second.settled, 'acquire() on a full pool waited with no end.', {
         observed: `acquire() was ${outcome(second)} 250 ms after it was called, with acquireTimeoutMs=100 and the only connection held`,

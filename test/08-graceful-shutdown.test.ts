@@ -464,7 +464,7 @@ describe('graceful shutdown: flush, deadline, timers, signals', () => {
     stuck.send(FrameType.DATA, entry(999));
     await inFlight(server, 1);
     const started = performance.now();
-    const stopped = watchPromise(server.stop());
+    const stopped = watchPromise(() => server.stop());
     await writer.waitClosed('the client that reads is closed at once');
     await eventually(() => {
       const left = server.connections;
@@ -515,7 +515,7 @@ describe('graceful shutdown: flush, deadline, timers, signals', () => {
       observed: `${server.inflight} in flight`, expected: '0 after every ACK', idea: 'an ACK is sent once the entry is stored',
     }), { within: 1000 });
     const started = performance.now();
-    const stopped = watchPromise(server.stop());
+    const stopped = watchPromise(() => server.stop());
     await writer.waitClosed('the client that reads is closed at once');
     await eventually(() => {
       check(server.connections === 0, `A follower that never reads was still connected ${GRACE_MS + 600} ms after stop().`, {
@@ -543,7 +543,7 @@ describe('graceful shutdown: flush, deadline, timers, signals', () => {
     const client = await h.connect(server.port);
     client.send(FrameType.DATA, entry(1));
     await inFlight(server, 1);
-    const stopped = watchPromise(server.stop());
+    const stopped = watchPromise(() => server.stop());
     await eventually(() => {
       check(client.closed, 'A connection whose last request failed stayed open until the grace deadline.', {
         observed: `500 ms after stop(), with its only request failed in storage: the client received ${framesSummary(client.frames)} and is still connected; server.inflight=${server.inflight}; stop() is ${stopped.state} (graceMs=5000)`,
@@ -567,7 +567,7 @@ describe('graceful shutdown: flush, deadline, timers, signals', () => {
     client.send(FrameType.DATA, entry(1));
     await inFlight(server, 1);
     const started = performance.now();
-    const stopped = watchPromise(server.stop());
+    const stopped = watchPromise(() => server.stop());
     await eventually(() => {
       check(client.closed, `A connection whose request never finished was still open ${GRACE_MS + 600} ms after stop().`, {
         observed: `the client received ${framesSummary(client.frames)} and is still connected; stop() is ${stopped.state}`,

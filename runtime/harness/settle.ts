@@ -27,9 +27,16 @@ export interface Watched<T> {
   readonly state: 'pending' | 'resolved' | 'rejected';
 }
 
-/** Follows a promise without awaiting it (and without leaving a rejection unhandled). */
-export function watchPromise<T>(promise: Promise<T>): Watched<T> {
+/**
+ * Follows a promise without awaiting it (and without leaving a rejection unhandled).
+ * Pass a function that starts the operation, `watchPromise(() => pool.acquire())`, when
+ * `afterMs` is held to a lower bound: the clock must start before the operation arms its
+ * own timer, or a moment of preemption between the two (a loaded machine) makes the wait
+ * look shorter than it was.
+ */
+export function watchPromise<T>(start: Promise<T> | (() => Promise<T>)): Watched<T> {
   const started = performance.now();
+  const promise = typeof start === 'function' ? start() : start;
   const watched: Watched<T> = {
     settled: false,
     get state() {

@@ -79,6 +79,21 @@ describe('settleWithin and watchPromise', () => {
   });
 });
 
+describe('watchPromise started by a function', () => {
+  test('the clock starts before the operation does', async () => {
+    let armedAt = 0;
+    const watched = watchPromise(() => {
+      armedAt = performance.now();
+      return new Promise<void>((resolve) => setTimeout(resolve, 30));
+    });
+    const startedBefore = performance.now() - armedAt;
+    await eventually(() => expect(watched.settled).toBe(true), { within: 1000 });
+    // Whatever happened between arming and returning is inside afterMs, never outside it.
+    expect(watched.afterMs!).toBeGreaterThanOrEqual(30 - 1);
+    expect(startedBefore).toBeGreaterThanOrEqual(0);
+  });
+});
+
 describe('leak probe', () => {
   test('sees a timer, and where it was created', () => {
     const probe = new LeakProbe();
