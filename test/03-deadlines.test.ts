@@ -690,12 +690,15 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
     const readIn = performance.now() - firstAt;
     // Then it stops reading for good, but keeps talking: it asks for 9 MB at once, and for
     // one more MB every 25 ms (more than the kernel can absorb, however its buffers grew).
+    // It goes on asking for as long as we wait, so a deadline that bytes from the client
+    // push back never fires; a correct server gives up about writeMs after the stall, and
+    // the generous limit is for a loaded machine, where the stall itself can come late.
     socket.pause();
     const t0 = performance.now();
     let asked = 0;
     const ask = () => socket.write(encode(FrameType.DATA, request(5000, `chunk ${asked++}`)));
     for (let i = 0; i < REPLIES; i++) ask();
-    while (server.connections > 0 && !socket.destroyed && performance.now() - t0 < WRITE + 250) {
+    while (server.connections > 0 && !socket.destroyed && performance.now() - t0 < WRITE + 1500) {
       await sleep(EVERY);
       ask();
     }
@@ -705,7 +708,7 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
         expected: `the server destroys the connection about ${WRITE} ms (writeMs) after a write stops making progress`,
         idea: "socket.write() never fails against a peer that stops reading, it only queues: give every write its own deadline, cleared only by that write's callback (not by bytes the peer sends: a peer can talk without reading), and arm it for every stall, not just the first",
       });
-    }, { within: 30 });
+    }, { within: 100 });
     const after = performance.now() - t0;
     check(after >= WRITE - 2, 'The write deadline fired too soon.', {
       observed: `the connection was gone ${ms(after)} after the requests (writeMs ${WRITE})`,

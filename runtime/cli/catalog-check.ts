@@ -2,6 +2,8 @@
 // its solution and say, for each, which tests caught it (or that it survived). The tool for
 // writing a catalog; npm run verify runs the same check for every lesson.
 //   --mistakes / --alternatives   only that kind
+//   --first                       stop each mistake at the first test that catches it
+//                                 (as verify does: faster, names one catching test)
 //   --from <dir>                  patches from another tree laid out like solutions/
 //                                 (<dir>/NN-slug/mistakes/*.patch): a held-out set
 import path from 'node:path';
@@ -24,8 +26,8 @@ if (!entries.length) {
   process.exit(1);
 }
 const started = performance.now();
-// Every test, so the report shows each test that catches a mistake.
-const judged = await runCatalog(entries, [{}], { everyTest: true });
+// Every test by default, so the report shows each test that catches a mistake.
+const judged = await runCatalog(entries, [{}], { everyTest: !args.includes('--first') });
 const typecheck = await typecheckTrees(entries.filter((e) => judged.some((j) => j.entry === e && !j.summary.includes('does not apply'))));
 let bad = typecheck.ok ? 0 : 1;
 for (const j of judged.sort((a, b) => a.entry.project.localeCompare(b.entry.project))) {
