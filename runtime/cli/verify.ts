@@ -9,7 +9,9 @@
 // With WORKBOOK_TARGET=<dir> it judges that tree instead: which manifest bugs it still has.
 import { readManifest, type LessonInfo } from '../lessons.ts';
 import { projectRoot } from '../targets/resolve.ts';
-import { listCatalog, type Judgement } from './catalog.ts';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { catalogRoot, listCatalog, type Judgement } from './catalog.ts';
 import { fixSize } from './diff-size.ts';
 import { passedCount, type ProjectResult, type TestOutcome } from './results.ts';
 import { pickLessons, runCatalog, runOnce, runTypecheck, typecheckTrees } from './run.ts';
@@ -38,6 +40,7 @@ async function verify() {
   const catalog = entries.length ? await runCatalog(entries, silent) : [];
   const catalogTypecheck = entries.length ? await typecheckTrees(entries) : undefined;
   const catalogSeconds = (performance.now() - catalogStarted) / 1000;
+  if (catalog.length) writeReport(catalog);
 
   const violations: string[] = [];
   const rows: string[][] = [['lesson', 'baseline', 'bug tests failing', 'solution', 'mistakes caught', 'alternatives pass', 'fix (lines, files)', 'seconds']];
@@ -84,6 +87,13 @@ async function verify() {
   console.log(`\nverify took ${((performance.now() - started) / 1000).toFixed(1)} s`);
   console.log(`${checks - failed} passed, ${failed} failed`);
   process.exitCode = failed ? 1 : 0;
+}
+
+/** Every patch's verdict, for maintainers and tools: which test caught each mistake. */
+function writeReport(judged: Judgement[]): void {
+  const report = judged.map((j) => ({ lesson: j.entry.lesson.slug, kind: j.entry.kind, name: j.entry.name, ok: j.ok, summary: j.summary, why: j.entry.why }));
+  mkdirSync(catalogRoot, { recursive: true });
+  writeFileSync(path.join(catalogRoot, 'report.json'), JSON.stringify(report, null, 2));
 }
 
 /** "12/12": how many of the lesson's patches of that kind did what they must. */
