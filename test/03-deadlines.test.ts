@@ -6,7 +6,7 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startDeadlineServer, type DeadlineOptions, type Work } from '#target/03-deadlines/server.ts';
-import { check, describeFrame, describeLeaks, encode, eventually, fail, FrameType, LeakProbe, settleWithin, useHarness, watchPromise, type TestClient } from '../runtime/harness/index.ts';
+import { check, describeFrame, describeLeaks, encode, eventually, fail, FrameType, LeakProbe, settleWithin, useHarness, waitUntil, watchPromise, type TestClient } from '../runtime/harness/index.ts';
 
 const h = useHarness('03');
 
@@ -81,16 +81,6 @@ async function serverGone(server: { connections: number }, within: number, lesso
     fail(lesson.summary, { observed: lesson.observed(), expected: lesson.expected, idea: lesson.idea });
   }, { within });
   return performance.now();
-}
-
-/** Polls `done` until it holds or `within` ms pass (the caller then says what it saw). */
-async function waitFor(done: () => boolean, within: number): Promise<void> {
-  const NOT_YET = new Error('not yet');
-  await eventually(() => {
-    if (!done()) throw NOT_YET;
-  }, { within }).catch((err: unknown) => {
-    if (err !== NOT_YET) throw err;
-  });
 }
 
 const ms = (n: number) => `${Math.round(n)} ms`;
@@ -504,7 +494,7 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
     const [timeout] = await late.waitForFrames(1, `ERROR TIMEOUT for a request with a budget of ${BUDGET} ms`);
     const quietFrom = performance.now();
     const closed = (c: TestClient) => c.ended || c.closed;
-    await waitFor(() => closed(quick) && closed(late), IDLE + 200);
+    await waitUntil(() => closed(quick) && closed(late), IDLE + 200);
     const left = (c: TestClient) => (closed(c) ? 'closed' : `still open ${ms(performance.now() - quietFrom)} later`);
     check(closed(quick), 'An idle connection was kept open because another client had a request in flight.', {
       observed: `a client whose request was answered then went quiet: ${left(quick)} (idleMs ${IDLE}); meanwhile another client's request was being worked on (${calls[0]?.finished ? 'done' : 'still running'}).\nThe server logged: ${logs.length ? logs.join('; ') : 'nothing'}`,
@@ -548,7 +538,7 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
     const t0 = performance.now();
     client.socket.write(encode(FrameType.DATA, request(1000, 'x'.repeat(100))).subarray(0, 10));
     const gaveUp = () => fin.at !== undefined || watch.of(client.port)?.closedAt !== undefined;
-    await waitFor(() => gaveUp() || neighbour.closed || neighbour.ended, FRAME + 250);
+    await waitUntil(() => gaveUp() || neighbour.closed || neighbour.ended, FRAME + 250);
     stop = true;
     check(!neighbour.closed && !neighbour.ended, 'A client that completed every frame was cut off.', {
       observed: `the neighbour, which completed a frame every 40 ms (each in two pieces 10 ms apart), was ${neighbour.ended ? 'sent FIN' : 'closed'} after ${neighbour.frames.length} frame(s): ${neighbour.frames.slice(-2).map(describeFrame).join(', ')}.\nThe server logged: ${logs.join('; ') || 'nothing'}`,

@@ -8,7 +8,7 @@ import { describe, test } from 'vitest';
 import { startHeartbeatServer } from '#target/04-heartbeat/server.ts';
 import { connectHeartbeatClient, type HeartbeatClientOptions } from '#target/04-heartbeat/client.ts';
 import {
-  check, describeLeaks, encode, eventually, fail, FrameType, gate, LeakProbe, LessonFailure, ReferenceDecoder, startFaultProxy, useHarness,
+  check, describeLeaks, encode, eventually, fail, FrameType, gate, LeakProbe, LessonFailure, ReferenceDecoder, startFaultProxy, useHarness, waitUntil,
   withTimeline, type Frame, type TestClient,
 } from '../runtime/harness/index.ts';
 
@@ -122,19 +122,6 @@ async function waitForPings(peer: Peer, count: number, since0: number) {
       idea: 'the server pings each client on a schedule; the answers are how it knows the client is there',
     }));
   }, { within: count * INTERVAL + SLACK + 1000 });
-}
-
-const NOT_YET = new Error('not yet');
-
-/** Polls `done` until it holds or `within` ms pass; says which. (A crash caught meanwhile still fails the test.) */
-async function waitUntil(done: () => boolean, within: number): Promise<boolean> {
-  return eventually(() => {
-    if (!done()) throw NOT_YET;
-    return true;
-  }, { within: Math.max(0, within) }).catch((err: unknown) => {
-    if (err === NOT_YET) return false;
-    throw err;
-  });
 }
 
 /** Waits until the server holds `count` connections (its connection handler has run for each). */

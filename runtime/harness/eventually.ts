@@ -28,6 +28,22 @@ export async function eventually<T>(probe: () => T | Promise<T>, { within, every
   }
 }
 
+const NOT_YET = new Error('not yet');
+
+/**
+ * Waits until `done()` holds or `within` ms pass; says which, instead of failing, so the
+ * caller can explain what it saw. Crashes captured by the crash probe still end the wait.
+ */
+export async function waitUntil(done: () => boolean, within: number): Promise<boolean> {
+  return eventually(() => {
+    if (!done()) throw NOT_YET;
+    return true;
+  }, { within: Math.max(0, within) }).catch((err: unknown) => {
+    if (err === NOT_YET) return false;
+    throw err;
+  });
+}
+
 /** A promise you open by hand: lets a test decide the order of events instead of racing. */
 export function gate<T = void>() {
   let open!: (value: T) => void;
