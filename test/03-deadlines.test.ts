@@ -6,7 +6,8 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startDeadlineServer, type DeadlineOptions, type Work } from '#target/03-deadlines/server.ts';
-import { check, describeFrame, describeLeaks, encode, eventually, fail, FrameType, LeakProbe, settleWithin, useHarness, waitUntil, watchPromise, type TestClient } from '../runtime/harness/index.ts';
+import { DeadlineSweep } from '#target/03-deadlines/deadlines.ts';
+import { check, describeFrame, describeLeaks, encode, eventually, fail, FrameType, LeakProbe, settleWithin, useHarness, waitUntil, watchPromise, type ConnectOptions, type TestClient } from '../runtime/harness/index.ts';
 
 const h = useHarness('03');
 
@@ -225,7 +226,7 @@ describe('baseline: a request/response server with budgets', () => {
     check(!client.closed && !client.ended, 'A connection was closed after its frame had arrived in time.', {
       observed: `the frame was complete ${ms(gap)} after its first byte and answered; ${closed.at !== undefined ? `the connection closed ${ms(closed.at - repliedAt)} after the reply` : 'the server sent FIN'} (frameMs ${FRAME}, idleMs 2000)${client.frames.length > 1 ? `; the server sent ${client.frames.slice(1).map(describeFrame).join(', ')}` : ''}.\nThe server logged: ${logs.length ? logs.join('; ') : 'nothing'}`,
       expected: 'the connection stays open: a frame that completed stops its deadline',
-      idea: 'the frame deadline runs from a frame\'s first byte to its last: clear its timer when the frame completes',
+      idea: 'the frame deadline runs from a frame\'s first byte to its last: stop its clock when the reader holds no part of a frame',
     });
     client.send(FrameType.DATA, request(1000, 'again'));
     const replies = await client.waitForFrames(2, 'the reply to a second request on the same connection');
@@ -244,10 +245,10 @@ describe('baseline: a request/response server with budgets', () => {
     const { work } = downstream(() => 0);
     const server = await start({ work, idleMs: IDLE, frameMs: 1000, log: (line) => logs.push(`${ms(performance.now() - t0)}: ${line}`) });
     const client = await h.connect(server.port);
-    // One request in seven pieces, 30 ms apart: bytes keep coming, the frame takes 180 ms
-    // (longer than idleMs), well within frameMs.
+    // One request in twelve pieces, 30 ms apart: bytes keep coming, the frame takes 330 ms
+    // (twice idleMs), well within frameMs.
     const bytes = encode(FrameType.DATA, request(1000, 'a big upload, arriving slowly'));
-    const cuts = [0, 3, 8, 12, 17, 24, 30, bytes.length];
+    const cuts = [0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, bytes.length];
     const firstAt = performance.now();
     for (let i = 0; i + 1 < cuts.length && !client.ended && !client.closed; i++) {
       if (i > 0) await sleep(EVERY);
@@ -266,7 +267,37 @@ describe('baseline: a request/response server with budgets', () => {
     check(reply?.type === FrameType.DATA, 'A frame that was still arriving was taken for idleness.', {
       observed: `while the frame's pieces came every ${EVERY} ms (idleMs ${IDLE}, frameMs 1000), the server ${fin.at !== undefined ? `hung up ${ms(fin.at - firstAt)} after the first piece` : 'stopped answering'}${reply ? `; it sent ${client.frames.map(describeFrame).join(', ')}` : ''}.\nThe server logged: ${logs.length ? logs.join('; ') : 'nothing'}`,
       expected: 'DATA "done a big upload, arriving slowly": bytes arriving are not silence, whether or not they complete a frame',
-      idea: 'the idle clock restarts on every byte in or out (socket.setTimeout() does this), not only when a whole frame arrives or a reply goes out',
+      idea: 'the idle clock restarts on every byte in or out (socket.bytesRead, and bytes the kernel took), not only when a whole frame arrives or a reply goes out',
+    });
+  });
+
+  test('frames sent back to back, each chunk ending inside the next frame, are never cut off', async () => {
+    const FRAME = 80;
+    const EVERY = 20;
+    const N = 15;
+    const logs: string[] = [];
+    const t0 = performance.now();
+    const { work } = downstream(() => 0);
+    const server = await start({ work, frameMs: FRAME, idleMs: 2000, log: (line) => logs.push(`${ms(performance.now() - t0)}: ${line}`) });
+    const client = await h.connect(server.port);
+    // A client streaming requests: every chunk brings the rest of one frame and the first
+    // 3 bytes of the next, so the server always holds part of a frame, and each frame is
+    // complete within 20 ms of its first byte. The stream lasts far longer than frameMs.
+    const frames = Array.from({ length: N + 1 }, (_, i) => encode(FrameType.DATA, request(1000, `part ${i}`)));
+    const firstAt = performance.now();
+    // (A write after the server hung up fails: the check below says why.)
+    const write = (bytes: Buffer) => client.write(bytes).catch(() => {});
+    await write(frames[0]!.subarray(0, 3));
+    for (let i = 0; i < N && !client.ended && !client.closed; i++) {
+      await sleep(EVERY);
+      await write(Buffer.concat([frames[i]!.subarray(3), frames[i + 1]!.subarray(0, 3)]));
+    }
+    if (!client.ended && !client.closed) await write(frames[N]!.subarray(3));
+    await waitUntil(() => client.frames.length >= N + 1 || client.ended || client.closed, 1000);
+    check(!client.ended && !client.closed && client.frames.length === N + 1, 'A client whose every frame arrived in time was cut off by the frame deadline.', {
+      observed: `${N + 1} frames, each complete ${EVERY} ms after its first byte, every chunk ending inside the next frame: after ${client.frames.length} replies the server ${client.ended || client.closed ? `hung up, ${ms(performance.now() - firstAt)} after the first chunk` : 'stopped answering'} (frameMs ${FRAME})${client.frames.length ? `; last frames: ${client.frames.slice(-2).map(describeFrame).join(', ')}` : ''}.\nThe server logged: ${logs.length ? logs.join('; ') : 'nothing'}`,
+      expected: `${N + 1} DATA replies and the connection still open: no frame took longer than ${EVERY} ms`,
+      idea: 'each frame has a clock of its own: "the reader holds part of a frame" stays true from one frame to the next, so the clock must restart when bytes that arrived went into a whole frame (bytes read minus bytes still held), not only when the reader is empty',
     });
   });
 
@@ -350,7 +381,7 @@ describe('baseline: a request/response server with budgets', () => {
     const stillOpen = () => check(!client.closed && !client.ended && server.connections === 1, 'A client that read every reply was cut off by the write deadline.', {
       observed: `every reply was read as soon as it arrived (${client.frames.length} frames), yet the connection ${closed.at !== undefined ? `closed ${ms(closed.at - t0)} after the first requests` : client.ended ? 'was ended by the server' : 'is gone on the server'} (writeMs ${WRITE})`,
       expected: 'the connection stays open: each write deadline ends when the kernel takes its bytes',
-      idea: "clear a write's deadline in that write's own callback; a timer kept in one variable for all writes, or cleared only on 'drain' (which comes only after write() returned false), is left to fire on a healthy client",
+      idea: "the write clock runs only while bytes wait in the socket (writableLength > 0) and restarts whenever the kernel takes some: a client that reads keeps it from ever reaching writeMs",
     });
     client.socket.write(batch());
     await client.waitForFrames(4, 'two PONGs and two replies');
@@ -406,8 +437,8 @@ describe('baseline: a request/response server with budgets', () => {
     const leaks = await probe.settle(300);
     check(!leaks.resources.has('Timeout'), 'A timer outlived the connection it was for.', {
       observed: `the client left with a frame half sent; 300 ms after its connection closed, still alive: ${describeLeaks(leaks)} (${leaks.refTimers} of them ref'd)`,
-      expected: "no timer: 'close' clears every deadline the connection armed (the frame's, the writes', an idle timer of your own)",
-      idea: "a timer left scheduled fires later for a dead connection and keeps its socket in memory until then; unref() does not cancel it, clearTimeout() does",
+      expected: "no timer: the connection leaves the sweep in 'close', and the sweep's interval goes with the last connection (so does any timer of your own)",
+      idea: "a timer left scheduled fires later for a dead connection and keeps its socket in memory until then; unref() does not cancel it, clearTimeout() and clearInterval() do",
     });
   });
 });
@@ -431,7 +462,7 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
       check(fin.at !== undefined || server.connections === 0, 'An idle connection was never closed.', {
         observed: `no byte either way for ${ms(performance.now() - repliedAt)} after the reply, idleMs ${IDLE}: the server neither sent FIN nor closed the connection (${server.connections} open).\nThe server logged: ${logs.length ? logs.join('; ') : 'nothing'}`,
         expected: `the server closes the connection about ${IDLE} ms after the last byte`,
-        idea: "socket.setTimeout() only emits 'timeout'; nothing closes until your handler calls end() or destroy()",
+        idea: "socket.setTimeout() only emits 'timeout'; nothing closes until something calls end() or destroy(): give the sweep an idle clock that expires the connection",
       });
     }, { within: IDLE + 150 });
     const goneAt = await serverGone(server, 150, {
@@ -548,7 +579,7 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
     check(gaveUp(), 'A frame whose first chunk arrived, then nothing, got no deadline.', {
       observed: `the first 10 bytes of a 109-byte frame arrived in one chunk, then nothing, while the connection's first request was being worked on and another client completed a frame every 40 ms; ${ms(performance.now() - t0)} later the connection is still open`,
       expected: `the server gives up on the frame about ${FRAME} ms (frameMs) after that chunk`,
-      idea: "a frame's clock starts with the chunk that brings its first bytes: read reader.decoder.bufferedBytes in a 'data' listener added after readFrames() (one added before sees the decoder as it was before the chunk), and keep the clock per connection: another client completing a frame must not stop it",
+      idea: "a frame's clock starts at the first look that sees the reader hold part of a frame (partialFrameBytes() > 0), whatever else the connection is doing, and it belongs to that connection: another client completing a frame must not stop it",
     });
     const after = (fin.at ?? performance.now()) - t0;
     check(after >= FRAME - 2, 'The frame deadline fired too soon.', {
@@ -696,7 +727,7 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
       check(server.connections === 0, "A client that reads nothing kept its connection, and the server's memory, for good.", {
         observed: `the client read ${FIRST} replies of 1 MB (in ${ms(readIn)}), then stopped reading but went on asking: ${asked} more replies of 1 MB, ${REPLIES} at once, then one every ${EVERY} ms. ${ms(performance.now() - t0)} later the connection is still open (${server.connections} open). Loopback absorbs a few MB; the rest waits in the server's memory, and would wait for ever`,
         expected: `the server destroys the connection about ${WRITE} ms (writeMs) after a write stops making progress`,
-        idea: "socket.write() never fails against a peer that stops reading, it only queues: give every write its own deadline, cleared only by that write's callback (not by bytes the peer sends: a peer can talk without reading), and arm it for every stall, not just the first",
+        idea: "socket.write() never fails against a peer that stops reading, it only queues: while bytes wait (writableLength > 0), the kernel must take some (bytesWritten - writableLength grows) within writeMs. Bytes the peer sends prove nothing (it can talk without reading), nor do new writes (bytesWritten counts what was handed over, not what was taken), and every stall gets the deadline, not just the first",
       });
     }, { within: 100 });
     const after = performance.now() - t0;
@@ -704,6 +735,40 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
       observed: `the connection was gone ${ms(after)} after the requests (writeMs ${WRITE})`,
       expected: `no sooner than ${WRITE} ms: a slow write is not yet a stuck one`,
       idea: 'write() returning false is backpressure, not a failure; the deadline is on progress',
+    });
+  });
+
+  test('a frame sent a few bytes at a time is cut off at the frame deadline', async () => {
+    const FRAME = 120;
+    const EVERY = 20;
+    const PIECE = 8;
+    const logs: string[] = [];
+    const t0 = performance.now();
+    const { work } = downstream(() => 0);
+    const server = await start({ work, idleMs: 2000, frameMs: FRAME, log: (line) => logs.push(`${ms(performance.now() - t0)}: ${line}`) });
+    const client = await h.connect(server.port, { allowHalfOpen: true });
+    const fin = finTime(client);
+    // A frame of 1 KB, 8 bytes every 20 ms: a slow upload, or slowloris a little faster.
+    const bytes = encode(FrameType.DATA, request(1000, 'x'.repeat(1000)));
+    const firstAt = performance.now();
+    let sent = 0;
+    while (!client.ended && !client.closed && sent < bytes.length && performance.now() - firstAt < FRAME + 250) {
+      client.socket.write(bytes.subarray(sent, sent + PIECE));
+      sent += PIECE;
+      await sleep(EVERY);
+    }
+    const gaveUp = () => fin.at !== undefined || server.connections === 0;
+    await waitUntil(gaveUp, 100);
+    check(gaveUp(), 'A frame arriving a few bytes at a time was never cut off.', {
+      observed: `${sent} of the frame's ${bytes.length} bytes, ${PIECE} every ${EVERY} ms: ${ms(performance.now() - firstAt)} after its first byte the connection is still open (frameMs ${FRAME}).\nThe server logged: ${logs.length ? logs.join('; ') : 'nothing'}`,
+      expected: `the server gives up on the frame about ${FRAME} ms after its first byte`,
+      idea: "the clock of a frame restarts only when a frame completes: the sweep needs the bytes the reader holds (partialFrameBytes: () => reader.decoder.bufferedBytes), not whether it holds some, to tell a frame completed from a frame growing",
+    });
+    const after = (fin.at ?? performance.now()) - firstAt;
+    check(after >= FRAME - 2, 'The frame deadline fired too soon.', {
+      observed: `the server gave up ${ms(after)} after the frame's first byte (frameMs ${FRAME})`,
+      expected: `no sooner than ${FRAME - 2} ms`,
+      idea: "the frame deadline starts with a frame's first byte",
     });
   });
 
@@ -835,6 +900,279 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
       observed: `the third request (budget ${EXPIRED} ms) waited about ${ms(secondAt)} for its turn; its reply: ${describeFrame(all[2]!)}; the downstream ${third ? `was called with a budget of ${third.budgetMs} ms` : 'was not called'}`,
       expected: 'ERROR "TIMEOUT ..." at once, and no call downstream: nothing is left of the budget',
       idea: 'when nothing is left of a budget (leftMs <= 0), answer TIMEOUT without starting the work: a call with 0 ms to spare costs the downstream and helps nobody',
+    });
+  });
+});
+
+/**
+ * One connection to hand to a sweep of the test's own: the server's side (what the sweep
+ * watches) and a recorded client. Both are closed after the test.
+ */
+async function pair(options: ConnectOptions = {}): Promise<{ socket: net.Socket; client: TestClient }> {
+  const listener = net.createServer();
+  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+  const accepted = once(listener, 'connection') as Promise<[net.Socket]>;
+  const client = await h.connect((listener.address() as net.AddressInfo).port, options);
+  const [socket] = await accepted;
+  socket.on('error', () => {}); // a peer that resets us: 'close' follows
+  listener.close(); // the connection outlives its listener
+  h.defer(() => socket.destroy());
+  return { socket, client };
+}
+
+/** A sweep for one test, stopped after it. */
+function newSweep(tickMs: number): DeadlineSweep {
+  const sweep = new DeadlineSweep({ tickMs });
+  h.defer(() => sweep.stop());
+  return sweep;
+}
+
+/** When a socket closed, as performance.now(). */
+function closedAt(socket: net.Socket): { at?: number } {
+  const seen: { at?: number } = {};
+  socket.once('close', () => (seen.at = performance.now()));
+  return seen;
+}
+
+describe('the sweep (deadlines.ts): one timer for every connection', () => {
+  test('a connection leaves the sweep however it closes, and the timer goes with the last one', async () => {
+    const probe = new LeakProbe();
+    const sweep = newSweep(20);
+    const hangsUp = await pair();
+    const resets = await pair();
+    const cut = await pair();
+    for (const p of [hangsUp, resets, cut]) sweep.watch(p.socket, {});
+    check(sweep.watching === 3, 'The sweep does not count the connections it watches.', {
+      observed: `watching ${sweep.watching} after watch() on 3 connections`,
+      expected: 'watching 3',
+      idea: 'watch() adds a connection to the sweep until it closes',
+    });
+    const steps: Array<[string, () => void]> = [
+      ['the client sent FIN', () => hangsUp.client.end()],
+      ['the client reset the connection (RST: no FIN, no \'end\')', () => resets.client.reset()],
+      ['the server destroyed its side itself (as a deadline does: no \'end\', no \'error\')', () => cut.socket.destroy()],
+    ];
+    for (const [i, [how, close]] of steps.entries()) {
+      close();
+      await eventually(() => {
+        check(sweep.watching === 2 - i, 'A connection that closed stayed in the sweep.', {
+          observed: `${how}; the socket closed, and the sweep still watches ${sweep.watching} connection(s) (expected ${2 - i})`,
+          expected: 'the connection leaves the sweep as it closes, however it closes',
+          idea: "let go in 'close': it fires exactly once on every path (lesson 01); 'end' is only a FIN, 'error' only a failure, and a socket the server destroys itself gets neither",
+        });
+      }, { within: 500 });
+    }
+    const stopped = await waitUntil(() => !probe.leaks().resources.has('Timeout'), 200);
+    check(stopped, 'The sweep kept its timer with no connection left to watch.', {
+      observed: `every watched connection has closed; 200 ms later still alive: ${describeLeaks(probe.leaks())}`,
+      expected: 'no timer: the sweep clears its interval when the last connection leaves, and sets it again with the next one',
+      idea: 'an idle server holds no timer; clearInterval() ends one, unref() only lets the process exit around it while it keeps firing',
+    });
+  });
+
+  test('stop() forgets every connection and leaves no timer, and can be called twice', async () => {
+    const probe = new LeakProbe();
+    const sweep = newSweep(10);
+    const a = await pair();
+    const b = await pair();
+    sweep.watch(a.socket, {}).set('hello', 50, 'no HELLO within 50 ms');
+    sweep.watch(b.socket, {});
+    sweep.stop();
+    sweep.stop();
+    check(sweep.watching === 0, 'stop() left connections in the sweep.', {
+      observed: `watching ${sweep.watching} after stop()`,
+      expected: 'watching 0: a stopped sweep watches nothing',
+      idea: 'stop() forgets every connection (and takes its \'close\' listener back)',
+    });
+    const stopped = await waitUntil(() => !probe.leaks().resources.has('Timeout'), 200);
+    await sleep(100);
+    check(stopped && !a.socket.destroyed && !a.client.ended, 'The sweep went on after stop().', {
+      observed: `after stop() (twice): ${stopped ? 'no timer left' : `still alive: ${describeLeaks(probe.leaks())}`}; a one-off deadline of 50 ms set before stop() ${a.socket.destroyed || a.client.ended ? 'expired 100 ms later anyway' : 'did not fire'}`,
+      expected: 'no timer, and nothing expires: stop() clears the interval, even with connections still watched',
+      idea: 'the interval is cleared when the last connection leaves and by stop(); a server stopping with connections still open must not leave it running',
+    });
+  });
+
+  test('a one-off deadline fires at its time, unless it is cleared or set again', async () => {
+    const TICK = 50;
+    const MS = 100;
+    const sweep = newSweep(TICK);
+    const expired: string[] = [];
+    const replaced = await pair();
+    const cleared = await pair();
+    // Two connections whose deadlines are set half a tick apart, well after they were
+    // watched: whatever the phase of the ticks, a deadline that fires early shows on one.
+    const late = [await pair(), await pair()].map((p, i) => ({
+      ...p,
+      fin: finTime(p.client),
+      deadlines: sweep.watch(p.socket, { onExpired: (why) => expired.push(`late ${i}: ${why}`) }),
+      setAt: 0,
+    }));
+    const onReplaced = sweep.watch(replaced.socket, { onExpired: (why) => expired.push(`replaced: ${why}`) });
+    const onCleared = sweep.watch(cleared.socket, { onExpired: (why) => expired.push(`cleared: ${why}`) });
+    // Set again under the same name: the second deadline replaces the first.
+    onReplaced.set('hello', 60, 'no HELLO within 60 ms');
+    onReplaced.set('hello', 5000, 'no HELLO within 5000 ms');
+    // Set, then cleared.
+    onCleared.set('hello', 60, 'no HELLO within 60 ms');
+    onCleared.clear('hello');
+    const watchedAt = performance.now();
+    for (const [i, c] of late.entries()) {
+      await sleep(i === 0 ? 2 * TICK + 10 : TICK / 2);
+      c.setAt = performance.now();
+      c.deadlines.set('hello', MS, `no HELLO within ${MS} ms`);
+    }
+    for (const c of late) {
+      await eventually(() => {
+        check(c.fin.at !== undefined, 'A one-off deadline never fired.', {
+          observed: `set('hello', ${MS}, ...) ${ms(performance.now() - c.setAt)} ago; the connection is still open (expired so far: ${expired.join('; ') || 'none'})`,
+          expected: `ERROR "TIMEOUT no HELLO within ${MS} ms", then the close, about ${MS} ms after set()`,
+          idea: 'the sweep looks at every one-off deadline of every connection at each tick',
+        });
+      }, { within: MS + 2 * TICK + 200 });
+      const after = c.fin.at! - c.setAt;
+      check(after >= MS - 2, 'A one-off deadline fired early.', {
+        observed: `set('hello', ${MS}, ...) ${ms(c.setAt - watchedAt)} after watch(); the connection was closed ${ms(after)} after set() (tickMs ${TICK})`,
+        expected: `no sooner than ${MS - 2} ms after set(): a deadline counts from when it was set, and fires at the first tick after it, never at the tick before`,
+        idea: 'store when the deadline falls (performance.now() + ms, at set()) and expire at the first look where now >= it: a tick late at worst, never early',
+      });
+      const said = c.client.frames.find((f) => f.type === FrameType.ERROR);
+      check(said?.body.toString() === `TIMEOUT no HELLO within ${MS} ms`, 'The peer was not told why it was cut.', {
+        observed: `the client got ${c.client.frames.map(describeFrame).join(', ') || 'nothing'} before the close`,
+        expected: `ERROR "TIMEOUT no HELLO within ${MS} ms"`,
+        idea: 'expiry says why, with the reason given to set()',
+      });
+    }
+    check(expired.length === 2 && !replaced.socket.destroyed && !cleared.socket.destroyed, 'A one-off deadline that was replaced or cleared still fired.', {
+      observed: `onExpired calls: ${expired.join('; ') || 'none'}; ${ms(performance.now() - watchedAt)} after its set(): the connection whose 60 ms deadline was set again to 5000 ms is ${replaced.socket.destroyed ? 'closed' : 'open'}, the one whose deadline was cleared is ${cleared.socket.destroyed ? 'closed' : 'open'}`,
+      expected: "one expiry for each of the two connections set to expire, none for the others: set() under a name replaces that name's deadline, clear() removes it",
+      idea: 'keep one deadline per name (a Map), and let set() replace it',
+    });
+  });
+
+  test('an expired connection is told why, stops being read, and is destroyed even if its peer never answers', async () => {
+    const TICK = 50;
+    const sweep = newSweep(TICK);
+    // Peers that never send FIN: only destroy() frees the server's side.
+    const queued = await pair({ allowHalfOpen: true });
+    const mute = await pair({ allowHalfOpen: true });
+    const talking = await pair({ allowHalfOpen: true });
+    // Says it through a writer that writes a moment later (as a send queue does).
+    let stoppedReading = 0;
+    sweep.watch(queued.socket, {
+      say: (frame) => new Promise<void>((resolve) => setImmediate(() => queued.socket.write(frame, () => resolve()))),
+      stopReading: () => void stoppedReading++,
+    }).set('t', 10, 'test deadline');
+    // Its goodbye never finishes.
+    sweep.watch(mute.socket, { say: () => new Promise<void>(() => {}) }).set('t', 10, 'test deadline');
+    // Keeps sending while it is cut; its goodbye takes 30 ms.
+    let expiredAt: number | undefined;
+    let chunksAfter = 0;
+    talking.socket.on('data', () => void (expiredAt !== undefined && chunksAfter++));
+    const chatter = setInterval(() => talking.client.socket.writable && talking.client.socket.write('x'), 5);
+    h.defer(() => clearInterval(chatter));
+    sweep.watch(talking.socket, {
+      say: (frame) => new Promise<void>((resolve) => void setTimeout(() => resolve(void talking.socket.write(frame)), 30)),
+      onExpired: () => (expiredAt = performance.now()),
+    }).set('t', 10, 'test deadline');
+    const t0 = performance.now();
+    await eventually(() => {
+      const said = queued.client.frames.find((f) => f.type === FrameType.ERROR);
+      check(said?.body.toString() === 'TIMEOUT test deadline', 'The goodbye was lost: the socket was cut before say() had written it.', {
+        observed: `say() hands the ERROR to a writer that writes it a moment later; ${ms(performance.now() - t0)} after the deadline the client got ${queued.client.frames.map(describeFrame).join(', ') || 'nothing'}, and the server's side is ${queued.socket.destroyed ? 'destroyed' : 'open'}`,
+        expected: 'ERROR "TIMEOUT test deadline", then the close',
+        idea: "wait for the promise say() returns (at most until the next tick) before destroy(), and destroy after saying, not before",
+      });
+    }, { within: 2 * TICK + 200 });
+    await eventually(() => {
+      check(queued.socket.destroyed && mute.socket.destroyed, 'An expired connection was never destroyed.', {
+        observed: `${ms(performance.now() - t0)} after the deadline (tickMs ${TICK}), peers that never send FIN: the one whose goodbye was written is ${queued.socket.destroyed ? 'destroyed' : 'still open'}; the one whose goodbye never finishes is ${mute.socket.destroyed ? 'destroyed' : 'still open'}`,
+        expected: 'both destroyed: once the goodbye is written, or at the next tick, whichever comes first',
+        idea: 'end() only sends FIN and waits for the peer\'s, and a say() may never finish: a deadline that passed ends with destroy(), at the next tick at the latest',
+      });
+    }, { within: 2 * TICK + 500 });
+    check(stoppedReading === 1, 'An expired connection was still being read.', {
+      observed: `stopReading() was called ${stoppedReading} time(s)`,
+      expected: 'once, at expiry: nothing that arrives after the deadline is served',
+      idea: 'expiry stops reading first (the owner\'s stopReading(), or socket.pause()), then says why, then cuts',
+    });
+    await eventually(() => check(talking.socket.destroyed, 'An expired connection was never destroyed.', { observed: 'still open', expected: 'destroyed', idea: 'destroy() at the next tick at the latest' }), { within: 2 * TICK + 200 });
+    check(chunksAfter === 0, 'An expired connection was still being read.', {
+      observed: `a client sending a byte every 5 ms: ${chunksAfter} chunk(s) read on the server after the deadline passed, while the goodbye was being said`,
+      expected: 'none: with no stopReading() given, the sweep pauses the socket at expiry',
+      idea: 'expiry stops reading first: a connection we gave up on must not start new work',
+    });
+  });
+
+  test('a write stuck below the high-water mark still meets the write deadline', async () => {
+    const WRITE = 100;
+    const TICK = 10;
+    const sweep = newSweep(TICK);
+    const { socket, client } = await pair();
+    client.socket.pause();
+    // Small writes until one waits: the kernel's buffers are full, and what waits in the
+    // socket is less than its high-water mark, so write() never returned false and no
+    // 'drain' will come.
+    let writes = 0;
+    while (socket.writableLength === 0 && writes < 10_000) {
+      socket.write(Buffer.alloc(8192, 0x61));
+      writes++;
+    }
+    const closed = closedAt(socket);
+    const expired: string[] = [];
+    const t0 = performance.now();
+    sweep.watch(socket, { writeMs: WRITE, onExpired: (why) => expired.push(why) });
+    await eventually(() => {
+      check(socket.destroyed, 'A write the peer never takes was never given up on.', {
+        observed: `${writes} writes of 8 KiB to a peer that reads nothing: ${socket.writableLength} bytes wait in the socket (write() never returned false: writableNeedDrain is ${socket.writableNeedDrain}); ${ms(performance.now() - t0)} after watch({ writeMs: ${WRITE} }) the connection is still open${expired.length ? ` (expired: ${expired.join('; ')})` : ''}`,
+        expected: `destroyed about ${WRITE} ms (writeMs) after the kernel stopped taking bytes`,
+        idea: "observe the socket: bytes wait while writableLength > 0, and the kernel took some when bytesWritten - writableLength grew; 'drain' and writableNeedDrain only speak of writes past the high-water mark",
+      });
+    }, { within: WRITE + 4 * TICK + 200 });
+    const after = (closed.at ?? performance.now()) - t0;
+    check(after >= WRITE - 2, 'The write deadline fired too soon.', {
+      observed: `destroyed ${ms(after)} after watch() (writeMs ${WRITE})`,
+      expected: `no sooner than ${WRITE - 2} ms`,
+      idea: 'the write clock starts at the look that first sees bytes waiting',
+    });
+  });
+
+  test('a connection that only receives is not idle, and is once the pushes stop', async () => {
+    const IDLE = 250;
+    const EVERY = 25;
+    const TICK = 10;
+    const sweep = newSweep(TICK);
+    const { socket, client } = await pair();
+    const closed = closedAt(socket);
+    const expired: string[] = [];
+    sweep.watch(socket, { idleMs: IDLE, onExpired: (why) => expired.push(why) });
+    // The server pushes a frame every 25 ms for 500 ms; the client reads them and says nothing.
+    const t0 = performance.now();
+    let lastPush = t0;
+    let longestGap = 0;
+    for (let i = 0; i < 20 && !socket.destroyed; i++) {
+      socket.write(encode(FrameType.DATA, `push ${i}`));
+      longestGap = Math.max(longestGap, performance.now() - lastPush);
+      lastPush = performance.now();
+      await sleep(EVERY);
+    }
+    check(!socket.destroyed, 'A connection the server was writing to was taken for idle.', {
+      observed: `a push every ${EVERY} ms (the longest gap between two: ${ms(longestGap)}) to a client that reads them: the connection was closed ${ms((closed.at ?? performance.now()) - t0)} after the first one (idleMs ${IDLE}); the client got ${client.frames.length} push(es)`,
+      expected: 'open while the pushes go on: bytes going out are not silence',
+      idea: 'idle means no byte in or out: count the bytes the kernel took (bytesWritten - writableLength) as well as bytesRead',
+    });
+    await eventually(() => {
+      check(socket.destroyed, 'A connection that went quiet was never closed.', {
+        observed: `no byte either way for ${ms(performance.now() - lastPush)} after the last push (idleMs ${IDLE}); the connection is still open${expired.length ? `, though onExpired was told: ${expired.join('; ')}` : ''}`,
+        expected: `ERROR "TIMEOUT idle for ${IDLE} ms", then destroyed, about ${IDLE} ms after the last push`,
+        idea: "noticing the silence is half of it: expiry must cut the connection (socket.setTimeout()'s 'timeout' is only an alarm)",
+      });
+    }, { within: IDLE + 4 * TICK + 200 });
+    const after = (closed.at ?? performance.now()) - lastPush;
+    check(after >= IDLE - 2, 'The idle deadline fired too soon.', {
+      observed: `destroyed ${ms(after)} after the last push (idleMs ${IDLE})`,
+      expected: `no sooner than ${IDLE - 2} ms`,
+      idea: 'the idle clock restarts at the look that sees bytes go out',
     });
   });
 });

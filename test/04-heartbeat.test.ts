@@ -1,15 +1,17 @@
 // Lesson 04: an in-band heartbeat notices a dead or half-open peer within a window of
-// about two intervals, never drops a live one, and its timer dies with its connection.
-// Both ends run one: the server pings its clients, the client pings its server.
+// about two intervals, never drops a live one, and holds no timer once there is nobody
+// to watch. Both ends run one: the server pings its clients (heartbeat.ts, one sweep for
+// all connections), the client pings its server (client.ts).
 import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'vitest';
 import { startHeartbeatServer } from '#target/04-heartbeat/server.ts';
+import { Heartbeat, type WatchOptions } from '#target/04-heartbeat/heartbeat.ts';
 import { connectHeartbeatClient, type HeartbeatClientOptions } from '#target/04-heartbeat/client.ts';
 import {
   check, describeLeaks, encode, eventually, fail, FrameType, gate, LeakProbe, LessonFailure, ReferenceDecoder, startFaultProxy, useHarness, waitUntil,
-  withTimeline, type Frame, type TestClient,
+  typeName, withTimeline, type Frame, type TestClient,
 } from '../runtime/harness/index.ts';
 
 const h = useHarness('04');
@@ -285,11 +287,38 @@ function watchConnecting(port: number): net.Socket[] {
   return sockets;
 }
 
+/**
+ * heartbeat.ts on its own, as the gateway (lesson 09) uses it: a bare server that reads its
+ * connections and hands each one to `heartbeat.watch()`, with the options `watchOptions`
+ * gives for it. Stopping it stops the heartbeat first, as a server does.
+ */
+async function startWatched(heartbeat: Heartbeat, watchOptions: (socket: net.Socket) => WatchOptions = () => ({})) {
+  const sockets: net.Socket[] = [];
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    sockets.push(socket);
+    socket.on('error', () => {});
+    heartbeat.watch(socket, watchOptions(socket));
+    socket.resume(); // a server reads its clients (and so hears them leave)
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return h.track({
+    port: (server.address() as net.AddressInfo).port,
+    /** The server's side of the connection from `client`. */
+    side: (client: TestClient) => sockets.find((s) => s.remotePort === client.port),
+    async stop() {
+      heartbeat.stop();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+  });
+}
+
 /** The idea behind a timer that outlived its connection: unref'd (so still scheduled), or never cleared. */
 function timerIdea(leaks: { refTimers: number; resources: Map<string, number> }, otherwise: string): string {
   const timers = leaks.resources.get('Timeout') ?? 0;
   if (timers > 0 && leaks.refTimers === 0) {
-    return "unref() is not clearInterval(): an unref'd timer no longer keeps the process alive, but it still fires every interval for ever and keeps what it watches in memory; clear it when that ends ('close' for a connection's pinger, stop() for a shared sweep)";
+    return "unref() is not clearInterval(): an unref'd timer no longer keeps the process alive, but it still fires every interval for ever and keeps what it watches in memory; clear it when that ends (the sweep when its last connection leaves and in stop(), a connection's own timer in 'close')";
   }
   return otherwise;
 }
@@ -457,7 +486,7 @@ describe('baseline: the server pings, answers and echoes', () => {
     for (const _ of peer.pingsAt) peer.send(FrameType.PONG); // the upload is done: the PONGs go out
   });
 
-  test('a client that says goodbye is forgotten and its pinger stops', async () => {
+  test('a client that says goodbye is forgotten, and the idle server holds no timer', async () => {
     const server = await startServer();
     const probe = new LeakProbe();
     const peer = await connectPeer(server.port);
@@ -474,8 +503,8 @@ describe('baseline: the server pings, answers and echoes', () => {
     const leaks = await probe.settle(300);
     check(leaks.resources.size === 0, 'Something of a client that said goodbye is still alive.', {
       observed: `still alive beyond the running server: ${describeLeaks(leaks)}`,
-      expected: 'nothing: no socket, no ping timer',
-      idea: timerIdea(leaks, 'the ping timer belongs to its connection and dies with it'),
+      expected: 'nothing: no socket, and no heartbeat timer, since there is nobody left to ping',
+      idea: timerIdea(leaks, "a connection leaves the heartbeat when it closes, and a sweep with nobody left to watch is cleared: an idle server holds no timer (the next connection starts a new one)"),
     });
   });
 
@@ -489,8 +518,8 @@ describe('baseline: the server pings, answers and echoes', () => {
     const leaks = await probe.settle(300);
     check(!leaks.resources.has('Timeout'), 'A timer of the server outlived stop().', {
       observed: `stop() resolved and its only client is gone, yet still alive: ${describeLeaks(leaks)}`,
-      expected: 'nothing: no per-connection pinger, no shared sweep',
-      idea: timerIdea(leaks, "whatever timer the heartbeat runs dies with what it watches: a connection's in 'close', a shared sweep in stop()"),
+      expected: 'nothing: no sweep, and no timer of any connection',
+      idea: timerIdea(leaks, "whatever timer the heartbeat runs dies with what it watches: the sweep when its last connection leaves and in stop(), a connection's own timer in 'close'"),
     });
   });
 });
@@ -520,6 +549,9 @@ describe('noticing a dead peer: the server', () => {
     const muteSince = performance.now();
     const mute = await h.connect(server.port);
     mute.socket.pause();
+    // Its port now: on a slow machine it may be dropped (and its socket gone) before the
+    // others have said their last words.
+    const mutePort = mute.port;
     // Several frozen ones (their process reads and writes nothing more, but their kernel
     // still ACKs our PINGs), and one cut off (the path dies: no byte, FIN or RST gets
     // through, either way). Many, because a check that stops at the first dead client is
@@ -539,11 +571,11 @@ describe('noticing a dead peer: the server', () => {
       for (const peer of frozen) peer.client.socket.pause();
       proxy.add({ kind: 'blackhole' });
 
-      const serverSide = (client: TestClient) => accepted.find((a) => a.localPort === server.port && a.remotePort === client.port);
-      const direct = new Set([live, ...frozen].map((p) => p.client.port).concat(mute.port));
+      const serverSide = (port: number) => accepted.find((a) => a.localPort === server.port && a.remotePort === port);
+      const direct = new Set([live, ...frozen].map((p) => p.client.port).concat(mutePort));
       const silent = [
-        { name: 'the one that never sent a byte', mark: 'connecting', since: muteSince, side: serverSide(mute) },
-        ...frozen.map((peer, i) => ({ name: `frozen #${i + 1}`, mark: 'its last byte', since: lastAt[i]!, side: serverSide(peer.client) })),
+        { name: 'the one that never sent a byte', mark: 'connecting', since: muteSince, side: serverSide(mutePort) },
+        ...frozen.map((peer, i) => ({ name: `frozen #${i + 1}`, mark: 'its last byte', since: lastAt[i]!, side: serverSide(peer.client.port) })),
         { name: 'the one behind the blackhole', mark: 'its last byte', since: lastAt[FROZEN]!, side: accepted.find((a) => a.localPort === server.port && !direct.has(a.remotePort ?? -1)) },
       ];
       check(silent.every((s) => s.side !== undefined), 'The test lost track of a connection.', {
@@ -589,7 +621,7 @@ describe('noticing a dead peer: the server', () => {
         fail('The server never drops a client that never sent a byte.', {
           observed: table,
           expected: `the client that connected and said nothing dropped between ${WINDOW} and ${WINDOW + INTERVAL} ms after it connected, like the others`,
-          idea: 'silence counts from the moment the connection opens: a client that died right after the handshake must be dropped too, so start the clock (and the pinger) at connect, not at the first frame',
+          idea: 'silence counts from the moment the connection opens: a client that died right after the handshake must be dropped too, so start the clock (and the pinging) at connect, not at the first frame',
         });
       }
       if (open.length) {
@@ -618,10 +650,10 @@ describe('noticing a dead peer: the server', () => {
     }, { within: 300 });
     let leaks = probe.leaks();
     await waitUntil(() => !(leaks = probe.leaks()).resources.has('Timeout'), 300);
-    check(!leaks.resources.has('Timeout'), 'The ping timers of clients the heartbeat dropped are still running.', {
+    check(!leaks.resources.has('Timeout'), 'The heartbeat still runs after every client it watched has gone.', {
       observed: `every connection is closed (${FROZEN + 2} dropped by the heartbeat, 1 said goodbye), yet still alive: ${describeLeaks(leaks)}`,
-      expected: "no timer: a connection's ping interval is cleared when the connection closes, however it closes",
-      idea: timerIdea(leaks, "'end' and 'error' do not fire when the heartbeat itself calls destroy(); 'close' fires on every path, your own destroy() included: clear the interval there"),
+      expected: 'no timer: a connection leaves the heartbeat when it closes, however it closes, and with nobody left to watch the sweep stops',
+      idea: timerIdea(leaks, "'end' and 'error' do not fire when the heartbeat itself calls destroy(); 'close' fires on every path, your own destroy() included: forget the connection there"),
     });
   });
 
@@ -692,7 +724,7 @@ describe('noticing a dead peer: the server', () => {
     });
   });
 
-  test('a client that resets has its pinger stopped', async () => {
+  test('a client that resets leaves the heartbeat', async () => {
     // Slow pings and a long window: this test is about the reset path alone. The
     // heartbeat must not drop the client first, and no PING may be on its way when the
     // reset lands: a write that meets a reset takes the error, and the next read then
@@ -714,10 +746,175 @@ describe('noticing a dead peer: the server', () => {
       });
     }, { within: 300 });
     const leaks = await probe.settle(50);
-    check(!leaks.resources.has('Timeout'), 'The ping timer of a client that reset is still running.', {
-      observed: `${ms(since(resetAt))} after the client reset its connection, still alive beyond the running server: ${describeLeaks(leaks)}`,
-      expected: "no timer: a connection's ping interval is cleared when the connection closes, however it closes",
+    check(!leaks.resources.has('Timeout'), 'The heartbeat still runs for a client that reset.', {
+      observed: `${ms(since(resetAt))} after the only client reset its connection, still alive beyond the running server: ${describeLeaks(leaks)}`,
+      expected: 'no timer: a connection leaves the heartbeat when it closes, however it closes, and with nobody left to watch the sweep stops',
       idea: timerIdea(leaks, "'end' fires only when the peer says goodbye; a reset, an error or the heartbeat's own destroy() skip it, and 'close' fires on all of them"),
+    });
+  });
+});
+
+describe('heartbeat.ts: one sweep for every connection', () => {
+  test("the heartbeat forgets a connection however it closes: a goodbye, a reset, the server's own destroy()", async () => {
+    // Slow pings: this test is about leaving, and no PING may be on its way when the reset
+    // lands (a write that meets a reset turns the next read into a plain EOF).
+    const heartbeat = new Heartbeat({ intervalMs: 40 * INTERVAL });
+    const server = await startWatched(heartbeat);
+    const probe = new LeakProbe();
+    const [polite, rude, kicked] = [await h.connect(server.port), await h.connect(server.port), await h.connect(server.port)];
+    await eventually(() => {
+      check(heartbeat.watching === 3, 'watch() did not count the connections it was given.', {
+        observed: `heartbeat.watching is ${heartbeat.watching} with 3 connections watched`,
+        expected: '3',
+        idea: 'watching says how many connections the heartbeat holds: the gateway reports it',
+      });
+    }, { within: 1000 });
+    const kickedSide = server.side(kicked!)!;
+    const paths = [
+      { how: 'one client said goodbye (FIN)', close: () => polite!.end() },
+      { how: 'another reset its connection (RST)', close: () => rude!.reset() },
+      { how: "the server's own code destroyed the third (as the gateway does to a slow consumer)", close: () => kickedSide.destroy() },
+    ];
+    const done: string[] = [];
+    for (const path of paths) {
+      path.close();
+      done.push(path.how);
+      const left = paths.length - done.length;
+      await eventually(() => {
+        check(heartbeat.watching === left, 'The heartbeat still watches a connection that has closed.', {
+          observed: `heartbeat.watching is ${heartbeat.watching} after: ${done.join('; ')}`,
+          expected: `${left}: a connection leaves the heartbeat when it closes`,
+          idea: "'close' fires on every path, and it is the only event that does: 'end' means a goodbye, 'error' a reset, and a destroy() by the server's own code emits neither. Forget the connection in 'close', or the sweep pings the dead for ever",
+        });
+      }, { within: 500 });
+    }
+    const leaks = await probe.settle(300);
+    check(!leaks.resources.has('Timeout'), 'The heartbeat kept its timer with nobody left to watch.', {
+      observed: `every watched connection has closed, yet still alive beyond the running server: ${describeLeaks(leaks)}`,
+      expected: 'no timer: the sweep runs only while there is a connection to watch',
+      idea: timerIdea(leaks, 'clear the sweep when the last connection leaves (and forget its handle, so the next watch() starts a new one): a server with no clients holds no timer'),
+    });
+  });
+
+  test('stop() ends the sweep at once, with connections still open, and may be called twice', async () => {
+    // A long window: nobody is dropped here; stop() alone must end the heartbeat.
+    const heartbeat = new Heartbeat({ intervalMs: INTERVAL, windowMs: 40 * INTERVAL });
+    const server = await startWatched(heartbeat);
+    const probe = new LeakProbe();
+    const peers = [await connectPeer(server.port), await connectPeer(server.port)];
+    await Promise.all(peers.map((peer) => nextPing(peer)));
+    heartbeat.stop();
+    const stoppedAt = performance.now();
+    const pings = peers.map((peer) => peer.pingsAt.length);
+    check(heartbeat.watching === 0, 'stop() did not forget the connections.', {
+      observed: `heartbeat.watching is ${heartbeat.watching} after stop()`,
+      expected: '0: a stopped heartbeat watches nothing',
+      idea: 'stop() is for a server that is stopping: it forgets every connection at once, whether or not they have closed yet',
+    });
+    let leaks = probe.leaks();
+    await waitUntil(() => !(leaks = probe.leaks()).resources.has('Timeout'), 300);
+    check(!leaks.resources.has('Timeout'), 'The heartbeat kept a timer after stop().', {
+      observed: `${ms(since(stoppedAt))} after stop(), with its 2 connections still open: ${describeLeaks(leaks)}`,
+      expected: 'no timer of the heartbeat: the connections stay open (the server closes them as it likes), but nothing pings or watches them any more',
+      idea: "stop() clears the sweep itself, at once: the connections still open may stay open a long while (a graceful shutdown drains them), so their 'close' comes too late. Any timer the heartbeat set on a connection must end too (socket.setTimeout()'s idle timer is one: Node unref()s it, but it still fires); and unref() is not clearInterval()",
+    });
+    // One PING may have been on its way when stop() was called, not two.
+    const pingedAgain = await waitUntil(() => peers.some((peer, i) => peer.pingsAt.length > pings[i]! + 1), 3 * INTERVAL + SLACK);
+    check(!pingedAgain, 'The heartbeat went on pinging after stop().', {
+      observed: `PINGs received after stop(): ${peers.map((peer, i) => peer.pingsAt.length - pings[i]!).join(' and ')}`,
+      expected: 'none (one at most, already on its way)',
+      idea: 'stop() ends the sweep: no more PINGs, no more drops',
+    });
+    heartbeat.stop(); // the server's stop() may run twice; so may this
+    check(heartbeat.watching === 0 && peers.every((peer) => !peer.client.closed), 'A second stop() did something.', {
+      observed: `watching ${heartbeat.watching}; connections closed: ${peers.filter((peer) => peer.client.closed).length} of 2`,
+      expected: 'nothing happens: watching 0, the connections left to their server',
+      idea: 'stop() is safe to call twice',
+    });
+  });
+
+  test('one sweep pings every connection once per interval, through the ping given, and the others stay watched when one leaves', async () => {
+    // A long window: this test is about the pings, and nobody may be dropped meanwhile.
+    const heartbeat = new Heartbeat({ intervalMs: INTERVAL, windowMs: 40 * INTERVAL });
+    const server = await startWatched(heartbeat, (socket) => ({ ping: () => void socket.write(encode(FrameType.PING, 'from the owner')) }));
+    const t0 = performance.now();
+    const [leaving, ...staying] = [await connectPeer(server.port), await connectPeer(server.port), await connectPeer(server.port)];
+    await Promise.all([leaving!, ...staying].map((peer) => waitForPings(peer, 2, t0)));
+    leaving!.client.end();
+    await leaving!.client.waitClosed('the server closes its side after our FIN');
+    const t1 = performance.now();
+    const marks = staying.map((peer) => peer.pingsAt.length);
+    const MORE = 4;
+    await eventually(() => {
+      const more = staying.map((peer, i) => peer.pingsAt.length - marks[i]!);
+      check(more.every((n) => n >= MORE), 'The heartbeat stopped pinging the others when one connection left.', {
+        observed: `${ms(since(t1))} after one of 3 clients left, the other two have received ${more.join(' and ')} PING(s) since (heartbeat.watching: ${heartbeat.watching})`,
+        expected: `a PING every ${INTERVAL} ms to each: ${MORE} each within ${ms(MORE * INTERVAL + SLACK)}`,
+        idea: 'one connection leaving takes only that connection out of the sweep: the sweep itself stops when the last one leaves, not the first',
+      });
+    }, { within: MORE * INTERVAL + SLACK + 1000 });
+    const gaps = staying.map((peer, i) => {
+      const since1 = peer.pingsAt.slice(marks[i]);
+      return (since1.at(-1)! - since1[0]!) / (since1.length - 1);
+    });
+    check(gaps.every((gap) => gap >= 0.8 * INTERVAL), 'The heartbeat pings each connection more than once per interval.', {
+      observed: `PINGs ${gaps.map(ms).join(' and ')} apart on average, to each of the two clients still connected`,
+      expected: `one per interval: ${INTERVAL} ms apart (give or take the timers)`,
+      idea: 'one sweep for all connections: watch() starts it only when none is running. A setInterval per watch() pings everyone once more per connection, and the handles it overwrites can never be cleared',
+    });
+    const bodies = staying.flatMap((peer) => peer.client.frames.filter((f) => f.type === FrameType.PING).map((f) => f.body.toString()));
+    check(bodies.every((body) => body === 'from the owner'), 'The heartbeat did not send its PINGs through the ping given to watch().', {
+      observed: `PINGs received: ${[...new Set(bodies)].map((body) => JSON.stringify(body)).join(', ')}`,
+      expected: 'each "from the owner": sent by the ping function passed to watch()',
+      idea: 'the owner passes its own ping (the gateway hands it to its single writer, lesson 05), so a PING never splits another frame',
+    });
+  });
+
+  test('a silent connection is destroyed after the window, and onDead is told once, just before', async () => {
+    const watch = h.watchAccepted();
+    const heartbeat = new Heartbeat({ intervalMs: INTERVAL });
+    const told: Array<{ silentMs: number; destroyed: boolean }> = [];
+    let watchedAt = 0;
+    const server = await startWatched(heartbeat, (socket) => {
+      watchedAt = performance.now(); // just before watch()
+      return {
+        ping: () => void socket.write(encode(FrameType.PING, 'from the owner')),
+        onDead: (silentMs) => void told.push({ silentMs, destroyed: socket.destroyed }),
+      };
+    });
+    // A client that never says a byte, and never ends its side either: only a destroy()
+    // by the server closes the connection.
+    const mute = await h.connect(server.port, { allowHalfOpen: true });
+    const mutePort = mute.port; // read now: a closed socket has no port
+    await eventually(() => {
+      check(watch.of(mutePort) !== undefined, 'The test lost track of its connection.', {
+        observed: 'the server side of the connection was not seen',
+        expected: 'one accepted socket',
+        idea: 'the test watches the sockets the server accepts',
+      });
+    }, { within: 1000 });
+    const side = watch.of(mutePort)!;
+    await waitUntil(() => side.closedAt !== undefined, WINDOW + INTERVAL + SLACK + 300);
+    const pings = mute.frames.filter((f) => f.type === FrameType.PING);
+    if (side.closedAt === undefined) {
+      fail(side.ended ? 'The heartbeat hung up on a silent connection with end(), and the socket is still open.' : 'The heartbeat kept a connection that never said a byte.', {
+        observed: `the connection has been watched for ${ms(since(watchedAt))}, and its client has sent nothing; it received ${pings.length} PING(s) and the server ${side.ended ? 'sent FIN, but its socket is still open' : 'still holds the connection'}`,
+        expected: `destroyed between ${WINDOW} and ${WINDOW + INTERVAL} ms after it was watched`,
+        idea: side.ended
+          ? "end() waits for the peer's FIN, which a dead peer never sends: destroy() a peer presumed dead"
+          : "only the heartbeat's own clock can tell: the PINGs it writes are not the peer's bytes (socket.setTimeout() counts them, and never fires while you ping)",
+      });
+    }
+    const after = side.closedAt! - watchedAt;
+    check(after >= WINDOW - 2 && after <= WINDOW + INTERVAL + SLACK, 'The heartbeat dropped a silent connection at the wrong time.', {
+      observed: `dropped ${ms(after)} after it was watched`,
+      expected: `between ${WINDOW} and ${WINDOW + INTERVAL} ms (window ${WINDOW} ms, interval ${INTERVAL} ms), give or take the timers`,
+      idea: 'a connection is dead once it has been silent for the whole window, checked once per interval',
+    });
+    check(told.length === 1 && !told[0]!.destroyed && told[0]!.silentMs >= WINDOW - 2 && told[0]!.silentMs <= after + 1, 'onDead was not told once, just before the drop, how long the peer was silent.', {
+      observed: told.length ? `onDead called ${told.length} time(s): ${told.map((t) => `silentMs ${ms(t.silentMs)}, socket ${t.destroyed ? 'already destroyed' : 'still open'}`).join('; ')}` : 'onDead never called',
+      expected: `once, before destroy(), with the silence: at least the window (${WINDOW} ms), at most the ${ms(after)} since the connection was watched`,
+      idea: 'onDead is how the owner logs and counts heartbeat drops; it is told once, as the sweep gives up, with how long the peer was silent',
     });
   });
 });
@@ -761,6 +958,42 @@ describe('baseline: the client heartbeat', () => {
         idea: "the server's heartbeat depends on the client answering",
       });
     }, { within: 1000 });
+  });
+
+  test('the client hands every frame but PING and PONG to onFrame, DATA to onData too, and sendFrame sends any frame', async () => {
+    const srv = await startScripted();
+    const data: string[] = [];
+    const frames: Frame[] = [];
+    const { client } = await connectClient(srv.port, { host: '127.0.0.1', onData: (b) => data.push(b.toString()), onFrame: (f) => frames.push(f) });
+    client.sendFrame(FrameType.SUBSCRIBE, 'news');
+    client.send('echo me'); // the scripted server echoes DATA
+    srv.send(FrameType.PING, 'still there?');
+    srv.send(FrameType.MESSAGE, 'news: hello');
+    const seen = () => frames.map((f) => `${typeName(f.type)} "${f.body}"`).join(', ') || 'none';
+    await eventually(() => {
+      check(srv.frames.some((f) => f.type === FrameType.SUBSCRIBE && f.body.toString() === 'news'), 'sendFrame() did not send its frame.', {
+        observed: `frames from the client: ${srv.frames.map((f) => typeName(f.type)).join(', ') || 'none'}`,
+        expected: 'SUBSCRIBE "news"',
+        idea: 'sendFrame(type, body) sends one whole frame of any type, as send() does for DATA',
+      });
+      check(data.includes('echo me') && frames.some((f) => f.type === FrameType.MESSAGE) && frames.some((f) => f.type === FrameType.DATA), 'The client did not hand the server\'s frames to its owner.', {
+        observed: `onData got ${JSON.stringify(data)}; onFrame got ${seen()}`,
+        expected: 'onData: "echo me"; onFrame: the DATA and the MESSAGE',
+        idea: 'the heartbeat runs alongside the business traffic: every other frame reaches the owner',
+      });
+    }, { within: 1000 });
+    await eventually(() => {
+      check(srv.frames.some((f) => f.type === FrameType.PONG), "The client did not answer the server's PING.", {
+        observed: `no PONG among ${srv.frames.length} frame(s) from the client`,
+        expected: 'PONG "still there?"',
+        idea: "the server's heartbeat depends on the client answering",
+      });
+    }, { within: 1000 });
+    check(frames.every((f) => f.type !== FrameType.PING && f.type !== FrameType.PONG), 'The client handed its heartbeat frames to onFrame.', {
+      observed: `onFrame got ${seen()}`,
+      expected: 'no PING or PONG: the client answers and counts those itself',
+      idea: 'PING and PONG belong to the heartbeat; the owner sees the rest',
+    });
   });
 
   test('the client gives up on a server that goes silent, after the window', async () => {

@@ -7,6 +7,7 @@ import { getEventListeners } from 'node:events';
 import { describe, test } from 'vitest';
 import fc from 'fast-check';
 import { startLimitedServer, type LimitedServerOptions } from '#target/06-limits/server.ts';
+import { Admission, KeyedRate, type AdmissionOptions } from '#target/06-limits/admission.ts';
 import { AcquireTimeoutError, QueueFullError, Semaphore, type Release } from '#target/06-limits/semaphore.ts';
 import { TokenBucket } from '#target/06-limits/token-bucket.ts';
 import { Backoff, backoffDelay, keepConnected } from '#target/06-limits/reconnect.ts';
@@ -75,6 +76,39 @@ async function startResettingServer(resets: number, how: 'reset' | 'busy' = 'res
     },
   });
 }
+
+/**
+ * A plain server with nothing but an Admission at its door, the way the capstone gateway
+ * uses it: an admitted client gets DATA "welcome" and stays; a refused one is left to
+ * the Admission.
+ */
+async function startDoor(options: AdmissionOptions) {
+  const admission = new Admission(options);
+  const admitted = new Set<net.Socket>();
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    if (!admission.admit(socket)) return;
+    admitted.add(socket);
+    socket.once('close', () => admitted.delete(socket));
+    socket.on('error', () => {});
+    socket.write(encode(FrameType.DATA, 'welcome'));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return h.track({
+    port: (server.address() as net.AddressInfo).port,
+    admission,
+    admitted,
+    async stop() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of admitted) socket.destroy();
+      admission.stop();
+      await closed;
+    },
+  });
+}
+
+// Timers the lesson's own files created (not the harness's or the test's), still scheduled.
+const LESSON_FILES = /^(admission|server|semaphore|token-bucket|reconnect|fd-limit)\.ts:/;
+const lessonTimers = () => h.probe.leaks().sites.filter((site) => LESSON_FILES.test(site));
 
 const SAMPLE_LIMITS = `Limit                     Soft Limit           Hard Limit           Units     
 Max cpu time              unlimited            unlimited            seconds   
@@ -826,6 +860,191 @@ describe('a refused client is dealt with completely', () => {
         idea: "a refused socket is a socket too: it needs an 'error' listener until it closes",
       });
     }, { within: 1000 });
+  });
+});
+
+describe('admission.ts: the door, on its own', () => {
+  test('admit() refuses past maxConnections with BUSY and counts only what it admitted', async () => {
+    const reasons: string[] = [];
+    const door = await startDoor({ maxConnections: 2, refuseGraceMs: 5000, onRefused: (reason) => reasons.push(reason) });
+    const first = await h.connect(door.port);
+    const second = await h.connect(door.port);
+    await first.waitForFrames(1, 'DATA "welcome" (1 of 2 places)');
+    await second.waitForFrames(1, 'DATA "welcome" (2 of 2 places)');
+    // allowHalfOpen: this refused client stays after the server's FIN, so it is still "refusing".
+    const third = await h.connect(door.port, { allowHalfOpen: true });
+    await eventually(() => {
+      check(third.frames.length >= 1 || third.closed, 'A 3rd connection was neither refused nor welcomed.', {
+        observed: `nothing received and still open; admission.connections = ${door.admission.connections}`,
+        expected: 'a BUSY frame at once',
+        idea: 'admit() decides at once: admitted, or refused out loud',
+      });
+    }, { within: 1000 });
+    check(third.frames[0]?.type === FrameType.BUSY, third.frames[0]?.type === FrameType.DATA ? 'admit() let a connection in past maxConnections.' : 'admit() closed a connection past the cap without a word.', {
+      observed: `maxConnections 2, two clients in; a 3rd received ${frameList(third)}${third.closed ? ', then a close' : ''}; admission.connections = ${door.admission.connections}`,
+      expected: 'BUSY ("connections: 2 of 2 in use"), then a FIN',
+      idea: "the cap belongs in admit(): count the admitted connections and refuse() past maxConnections. server.maxConnections closes before any code runs, so the client can't tell 'full' from 'goodbye', and a server that only calls admit() has no cap at all",
+    });
+    await eventually(() => {
+      check(door.admission.connections === 2, 'A refused connection was counted as admitted.', {
+        observed: `2 admitted and 1 refused (still open): admission.connections = ${door.admission.connections}`,
+        expected: '2',
+        idea: 'a refused socket holds no place under the cap: count a connection only once admit() lets it in, or a storm of refusals fills the cap',
+      });
+      check(door.admission.refusing === 1, 'The refused connection is not among the refusing.', {
+        observed: `a refused client that has not left yet (it never answers our FIN): admission.refusing = ${door.admission.refusing}; the client ${third.closed ? 'saw its connection closed' : 'is still connected'}`,
+        expected: "1: the server's side stays open, reading, until the client's FIN or the end of refuseGraceMs",
+        idea: 'refusing counts the refused sockets still open, the ones stop() must destroy: 0 here means the socket was destroyed at once (the client may lose its BUSY to a reset) or forgotten',
+      });
+      check(reasons.length === 1 && reasons[0]!.startsWith('connections'), 'onRefused did not report the refusal.', {
+        observed: `onRefused was called with ${reasons.length ? reasons.map((r) => `"${r}"`).join(', ') : 'nothing'}`,
+        expected: 'one call, with a reason starting "connections" (the one the client got in its BUSY)',
+        idea: 'every refusal is reported once, with its reason, for logs and metrics',
+      });
+    }, { within: 500 });
+    second.reset();
+    await eventually(() => {
+      check(door.admission.connections === 1, 'A connection closed by a reset still counts against the cap.', {
+        observed: `${door.admission.connections} connection(s) counted after one of the 2 admitted clients reset (ECONNRESET, no FIN)`,
+        expected: '1',
+        idea: "admit() counts a connection until 'close', which fires on every path; 'end' never fires for a reset",
+      });
+    }, { within: 500 });
+    const fourth = await h.connect(door.port);
+    const [reply] = await fourth.waitForFrames(1, 'DATA "welcome" (a place came free)');
+    check(reply!.type === FrameType.DATA, 'A place freed by a reset was not given to the next client.', {
+      observed: `the next client received ${frameList(fourth)}; connections = ${door.admission.connections}`,
+      expected: 'DATA "welcome"',
+      idea: 'the cap limits connections open at once, not connections ever made',
+    });
+    third.end();
+    await eventually(() => {
+      check(door.admission.refusing === 0, 'A refused client that left is still counted as refusing.', {
+        observed: `refusing = ${door.admission.refusing} after the refused client sent its FIN`,
+        expected: '0',
+        idea: "a refused socket leaves the Admission's books on 'close'",
+      });
+    }, { within: 500 });
+  });
+
+  test("a storm of refused connections spends neither another IP's allowance nor the cap", async () => {
+    const reasons: string[] = [];
+    // A stopped clock: 2 connections per IP, and no refill.
+    const door = await startDoor({ maxConnections: 3, connectBurst: 2, connectPerSecond: 1, now: () => 0, refuseGraceMs: 5000, onRefused: (reason) => reasons.push(reason) });
+    const storm: TestClient[] = [];
+    for (let i = 0; i < 6; i++) {
+      // allowHalfOpen: the refused ones linger, as a reconnect storm's sockets do.
+      const c = await h.connect(door.port, { localAddress: '127.0.0.2', allowHalfOpen: true });
+      await c.waitForFrames(1, `an answer to connection ${i + 1} from 127.0.0.2 (welcome or BUSY)`);
+      storm.push(c);
+    }
+    const welcomed = storm.filter((c) => c.frames[0]?.type === FrameType.DATA).length;
+    check(welcomed === 2 && door.admission.connections === 2, 'The storm was not counted as 2 admitted connections.', {
+      observed: `6 connections from 127.0.0.2 (a burst of 2 allowed, maxConnections 3): ${welcomed} welcomed; admission.connections = ${door.admission.connections}, refusing = ${door.admission.refusing}; refusals: ${reasons.join('; ') || 'none'}`,
+      expected: '2 welcomed, and connections 2 (the 4 refused sockets, still open, are not connections)',
+      idea: 'only an admitted connection takes a place under the cap: a refused socket counted there turns one IP\'s storm into "server full" for everyone',
+    });
+    const quiet = await h.connect(door.port, { localAddress: '127.0.0.3' });
+    const [reply] = await quiet.waitForFrames(1, 'an answer to 127.0.0.3 (welcome or BUSY)');
+    const why = reply!.type === FrameType.BUSY ? reply!.body.toString() : '';
+    check(reply!.type === FrameType.DATA, why.startsWith('rate') ? "A quiet client was refused because of another IP's storm." : "A quiet client was refused: another IP's refused storm filled the cap.", {
+      observed: `127.0.0.3 connected once, while 127.0.0.2's storm had 2 connections in and 4 refused and lingering; it received ${frameList(quiet)}`,
+      expected: 'DATA "welcome": 127.0.0.3 has its own allowance, and only 2 of the 3 places are taken',
+      idea: why.startsWith('rate')
+        ? "one bucket shared by every IP lets one client's storm spend everyone's allowance: keep a bucket per client IP (KeyedRate, keyed by socket.remoteAddress)"
+        : 'refused sockets are not connections being served: count a connection only once it is admitted',
+    });
+  });
+
+  test('stop() drops the refused clients still lingering, and only them', async () => {
+    const accepted = h.watchAccepted();
+    const door = await startDoor({ connectBurst: 1, connectPerSecond: 1, now: () => 0, refuseGraceMs: 5000 });
+    const admitted = await h.connect(door.port);
+    await admitted.waitForFrames(1, 'DATA "welcome" (the one connection the rate allows)');
+    const lingering: TestClient[] = [];
+    for (let i = 0; i < 2; i++) {
+      const c = await h.connect(door.port, { allowHalfOpen: true });
+      await c.waitForFrames(1, 'BUSY (the rate allows one connection)');
+      lingering.push(c);
+    }
+    const t0 = performance.now();
+    door.admission.stop();
+    await eventually(() => {
+      const open = lingering.filter((c) => !accepted.of(c.port)?.destroyed);
+      check(open.length === 0 && door.admission.refusing === 0, 'stop() left refused clients open.', {
+        observed: `${(performance.now() - t0).toFixed(0)} ms after admission.stop(), ${open.length} of 2 refused clients that never close are still held by the server (refusing = ${door.admission.refusing}; refuseGraceMs is 5000)`,
+        expected: 'both destroyed at once, refusing 0',
+        idea: "a server stops when its last socket closes: refused sockets waiting out their grace would hold server.close() for up to refuseGraceMs, so stop() destroys them",
+      });
+    }, { within: 300 });
+    const side = accepted.of(admitted.port);
+    check(side !== undefined && !side.destroyed && !side.ended && !admitted.closed, 'stop() closed an admitted connection too.', {
+      observed: `after admission.stop(), the admitted client's server side is ${side?.destroyed ? 'destroyed' : side?.ended ? 'ended (FIN sent)' : 'open'}${admitted.closed ? ', and the client saw a close' : ''}`,
+      expected: 'the admitted connection untouched: it is the caller\'s to end (GOAWAY, drain, lesson 08)',
+      idea: "the Admission owns only the sockets it refused; the server decides how its clients leave",
+    });
+  });
+
+  test('once every refused client has left, no refusal timer is left running', async () => {
+    const accepted = h.watchAccepted();
+    // A stopped clock: one connection, then BUSY for every other.
+    const server = await start({ connectBurst: 1, connectPerSecond: 1, now: () => 0, refuseGraceMs: 5000 });
+    await h.connect(server.port);
+    const ports: number[] = []; // read while open: a closed client has no port any more
+    for (let i = 0; i < 3; i++) {
+      // These clients answer the server's FIN at once: nothing is left to wait for.
+      const c = await h.connect(server.port);
+      ports.push(c.port);
+      await c.waitForFrames(1, 'BUSY (the rate allows one connection)');
+    }
+    await eventually(() => {
+      const open = ports.filter((port) => accepted.of(port)?.closedAt === undefined);
+      check(open.length === 0, 'The refused connections never closed on the server.', {
+        observed: `${open.length} of 3 refused connections still open on the server after their clients closed`, expected: '0', idea: "a refused socket keeps reading, so the client's FIN closes it",
+      });
+    }, { within: 1000 });
+    const t0 = performance.now();
+    await eventually(() => {
+      const timers = lessonTimers();
+      check(timers.length === 0, 'Timers of refused connections outlive them.', {
+        observed: `${(performance.now() - t0).toFixed(0)} ms after the 3 refused clients left (refuseGraceMs 5000), the lesson's code still has ${timers.length} timer(s) scheduled, created at ${[...new Set(timers)].join(', ')}`,
+        expected: 'none: with no refused socket left, nothing is left to destroy',
+        idea: "clear a refused socket's grace timer on 'close' (unref() only lets the process exit; the timer still runs), and stop a shared sweep when the last refused socket is gone",
+      });
+    }, { within: 1000 });
+  });
+
+  test('a keyed rate gives each key its own bucket and forgets only keys that have refilled', () => {
+    let now = 0;
+    const rate = new KeyedRate({ capacity: 2, refillPerSecond: 1, maxKeys: 3, now: () => now });
+    const a = [rate.take('a'), rate.take('a'), rate.take('a')];
+    const b = rate.take('b');
+    check(a.join() === 'true,true,false' && b, "Keys share an allowance.", {
+      observed: `capacity 2: key "a" took ${a.join(', ')}; then key "b" got ${b}`,
+      expected: 'true, true, false; then true: "b" has a bucket of its own',
+      idea: "one bucket per key: a client that loops spends its own allowance, not everyone's",
+    });
+    rate.take('c');
+    rate.take('d'); // a 4th key, past maxKeys 3, while every bucket is still refilling
+    const hotSize = rate.size;
+    const aAgain = rate.take('a');
+    check(!aAgain && hotSize === 4, 'Past maxKeys, a bucket that was still refilling was forgotten.', {
+      observed: `maxKeys 3; keys a (empty), b, c (still refilling), then d: ${hotSize} key(s) kept; "a" asked again at once and got ${aAgain}`,
+      expected: '4 keys kept, and false for "a": its bucket is empty',
+      idea: 'forget only buckets that have refilled (they remember nothing); dropping a busy one (clearing the table, evicting the oldest) hands a storming client a fresh burst',
+    });
+    now += 2000; // every bucket has refilled
+    rate.take('e');
+    const later = rate.size;
+    for (let i = 0; i < 50; i++) {
+      now += 2000;
+      rate.take(`k${i}`);
+    }
+    check(later <= 3 && rate.size <= 3, 'The keyed table grows without bound.', {
+      observed: `maxKeys 3: after every bucket refilled and a new key came, ${later} key(s) kept; after 50 more keys, each arriving once everyone had refilled, ${rate.size}`,
+      expected: 'at most 3 each time: past maxKeys, the refilled buckets are forgotten',
+      idea: 'a table keyed by client IP is itself unbounded memory: a scan of the internet leaves one entry per address unless refilled buckets are dropped',
+    });
   });
 });
 

@@ -2,26 +2,29 @@
 // tells every client GOAWAY, lets in-flight requests finish, flushes what is queued, ends
 // the connections, destroys the ones that will not finish by the deadline, and leaves
 // nothing running. The process entry point drains on SIGTERM and exits on a second signal.
-import { spawn, type ChildProcess } from 'node:child_process';
+// The sequence itself is shutdown.ts (drain(), stopOnSignals()), which the capstone gateway
+// imports too: the last tests use it on its own, with a plain server and no journal.
 import net from 'node:net';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, test, vi } from 'vitest';
 import { startJournalServer, type Entry, type JournalOptions } from '#target/08-graceful-shutdown/journal.ts';
-import { projectRoot } from '../runtime/targets/resolve.ts';
+import { drain, stopOnSignals, type Departing } from '#target/08-graceful-shutdown/shutdown.ts';
 import {
   check,
   connect,
   describeLeaks,
+  entryUnderTest,
   eventually,
-  fail,
   FrameType,
   gate,
   ReferenceDecoder,
   settleWithin,
+  spawnEntry,
   useHarness,
   watchPromise,
   encode,
+  type ChildExit,
+  type EntryProcess,
   type Frame,
   type TestClient,
 } from '../runtime/harness/index.ts';
@@ -322,6 +325,36 @@ describe('baseline: the journal stores, acknowledges and shuts down', () => {
       idea: 'a busy connection hangs up after its LAST reply: end() after the first one throws away the ACKs of the requests still being stored',
     });
     await stopped;
+  });
+
+  test('an idle client is let go at once while another client still has a request in flight', async () => {
+    const held = gate();
+    const server = await start({ graceMs: 5000, persist: () => held.opened });
+    const busy = await h.connect(server.port);
+    busy.send(FrameType.DATA, entry(1));
+    await inFlight(server, 1);
+    const idle = await h.connect(server.port);
+    const stopped = watchPromise(() => server.stop());
+    await eventually(() => {
+      check(idle.closed, "An idle client was kept waiting for another client's request.", {
+        observed: `500 ms after stop(), a client with nothing in flight and nothing queued is still connected (it received ${framesSummary(idle.frames)}), while another client's request is being stored; stop() is ${stopped.state} (graceMs=5000)`,
+        expected: 'GOAWAY, then the close at once: it has nothing more to send',
+        idea: 'each connection is let go as soon as it has settled, on its own: waiting for every connection (or the whole server) to settle before ending anyone keeps every client as long as the slowest one, up to the grace deadline',
+      });
+    }, { within: 500 });
+    check(gotGoaway(idle) && !busy.closed, 'The idle client got no GOAWAY, or the busy one was closed with its request still in flight.', {
+      observed: `the idle client received ${framesSummary(idle.frames)}; the busy client is ${busy.closed ? 'closed' : 'open'} (received ${framesSummary(busy.frames)})`,
+      expected: 'GOAWAY for the idle client; the busy one still open, waiting for its ACK',
+      idea: 'every client hears GOAWAY; a connection is ended only once its own work is answered',
+    });
+    held.open();
+    await busy.waitClosed('the busy client is let go once its request is answered');
+    check(acked(busy).includes(1), 'The busy client was closed without its ACK.', {
+      observed: `the busy client received ${framesSummary(busy.frames)}`,
+      expected: 'GOAWAY, ACK 1, then the close',
+      idea: 'in-flight work finishes and is answered during a shutdown',
+    });
+    await stopWithin(server, 1000, 'both connections had closed');
   });
 
   test('stop() called twice waits for the same drain', async () => {
@@ -644,7 +677,7 @@ describe('graceful shutdown: flush, deadline, timers, signals', () => {
   test('SIGTERM drains: the client gets its ACK and GOAWAY, and the process exits 0', async () => {
     const child = children.drain!;
     h.defer(() => child.kill());
-    const client = await h.connect(await child.port());
+    const client = await h.connect(await listeningPort(child));
     client.send(FrameType.DATA, entry(1));
     // The stats line says when request 1 is being stored (storage takes 60 s here).
     await eventually(() => {
@@ -673,7 +706,7 @@ describe('graceful shutdown: flush, deadline, timers, signals', () => {
   test('a second signal forces the exit while a client never reads', async () => {
     const child = children.force!;
     h.defer(() => child.kill());
-    const port = await child.port();
+    const port = await listeningPort(child);
     const stuck = await h.connect(port);
     stuck.socket.pause();
     h.defer(() => stuck.destroy());
@@ -714,94 +747,181 @@ describe('graceful shutdown: flush, deadline, timers, signals', () => {
   });
 });
 
-const exitText = (exit: { code: number | null; signal: NodeJS.Signals | null }) =>
-  exit.code !== null ? `exit code ${exit.code}` : `killed by ${exit.signal}`;
-
-interface MainChild {
-  pid: number;
-  /** Waits for "listening on 127.0.0.1:<port>" on stdout. */
-  port(within?: number): Promise<number>;
-  stderr(): string;
-  exited(): { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  waitExit(within: number, what: string): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** SIGKILL by PID if still running; resolves once its pipes are closed. */
-  kill(): Promise<void>;
-}
-
-/**
- * The main.ts this project's tests import from: the tree vitest resolved `#target/...` to
- * (lessons/, solutions/, WORKBOOK_TARGET, or a catalog's patched copy), not a guess from
- * the environment. Vite's `?url` import gives its path without running it.
- */
-async function mainUnderTest(): Promise<string> {
-  const spec = '#target/08-graceful-shutdown/main.ts?url';
-  const url = ((await import(/* @vite-ignore */ spec)) as { default: string }).default.split('?')[0]!;
-  return url.startsWith('/@fs/') ? url.slice('/@fs'.length) : path.join(projectRoot, url);
-}
-
-/**
- * Starts that main.ts as a child process, with the same target choice as this test run.
- * It only records output: the waiting (and any failure) happens in the test that uses it.
- */
-function spawnMain(main: string, settings: Record<string, string>): MainChild {
-  const env = {
-    ...process.env,
-    // The child reads lesson 08 from the tree under test, every other lesson as vitest
-    // does (alone unless told otherwise).
-    WORKBOOK_TARGET: path.dirname(path.dirname(main)),
-    WORKBOOK_ISOLATE: process.env.WORKBOOK_ISOLATE ?? '08',
-    PORT: '0',
-    ...settings,
-  };
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', '--import', './runtime/targets/register.ts', main], {
-    cwd: projectRoot,
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
+describe('shutdown.ts on its own: drain() and stopOnSignals() with a plain server', () => {
+  test('drain() ends each connection once it has settled, and destroys and counts the rest at the deadline', async () => {
+    const GRACE_MS = 150;
+    const bare = await bareServer();
+    const [early, later, stuck] = [await h.connect(bare.port), await h.connect(bare.port), await h.connect(bare.port)];
+    await registered(bare, 3);
+    // early has nothing to send; later settles when the test says so; stuck never does.
+    bare.of(early).settle();
+    const forcedCalls: number[] = [];
+    const started = performance.now();
+    const drained = watchPromise(() => drain(bare.server, () => bare.registry, { graceMs: GRACE_MS, onForced: (n) => forcedCalls.push(n) }));
+    await early.waitClosed('drain() ends a connection that has settled at once');
+    await sleep(20);
+    check(!later.ended && !later.closed, 'drain() hung up on a connection that had not settled.', {
+      observed: `a connection whose settled() had not resolved was ${later.closed ? 'closed' : 'sent FIN'} right after drain() began; it received ${framesSummary(later.frames)}`,
+      expected: 'GOAWAY, and the connection left open until its settled() resolves',
+      idea: 'settled() says when a connection has nothing more to send (its work in flight answered): end it then, not before, or the replies still coming are lost',
+    });
+    bare.of(later).settle();
+    await later.waitClosed('drain() ends a connection once its settled() resolves');
+    await eventually(() => {
+      check(stuck.closed, `A connection that never settled was still open ${GRACE_MS + 600} ms after drain() began.`, {
+        observed: `its settled() never resolved; it received ${framesSummary(stuck.frames)}; drain() is ${drained.state}`,
+        expected: `destroyed at the ${GRACE_MS} ms deadline, and drain() resolved`,
+        idea: 'server.close() waits for the last connection: drain() arms a deadline (setTimeout(graceMs)) and destroys whatever is still open when it passes',
+      });
+    }, { within: GRACE_MS + 600 });
+    const elapsed = performance.now() - started;
+    check(elapsed >= GRACE_MS - 2, 'A connection was cut off before the grace period ended.', {
+      observed: `the connection that never settled was closed ${elapsed.toFixed(0)} ms after drain() began`,
+      expected: `no earlier than the ${GRACE_MS} ms deadline`,
+      idea: 'the grace period is what a connection is promised: force only at the deadline',
+    });
+    await eventually(() => check(drained.settled, 'drain() did not resolve once everything was closed.', {
+      observed: `every connection closed, and drain() is ${drained.state} 500 ms later`,
+      expected: 'drain() resolves once server.close() has called back',
+      idea: 'close() calls back when the last connection has closed: drain() resolves then',
+    }), { within: 500 });
+    check(drained.value?.forced === 1 && forcedCalls.join() === '1' && [early, later, stuck].every(gotGoaway), 'drain() did not report the one connection it forced.', {
+      observed: `drain() ${drained.error ? `rejected (${drained.error.message})` : `resolved with ${JSON.stringify(drained.value)}`}; onForced was called with [${forcedCalls.join(', ')}]; GOAWAY reached ${[early, later, stuck].filter(gotGoaway).length} of 3 clients`,
+      expected: '{ forced: 1 } and onForced(1), once: two connections left in time, one was destroyed at the deadline; GOAWAY to all three',
+      idea: 'forced counts the connections still open at the deadline, and only those: it feeds logs and alerts',
+    });
   });
-  let out = '';
-  let err = '';
-  let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
-  child.once('exit', (code, signal) => (exit = { code, signal }));
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+
+  test('drain() also cuts off a connection that registered after it began', async () => {
+    const GRACE_MS = 150;
+    // This server registers a connection only once its first frame arrives, as one that
+    // authenticates first would: a client can be accepted before drain() and join after.
+    const bare = await bareServer({ registerOnFirstFrame: true });
+    // One registers before drain() and one after; neither ever settles.
+    const onTime = await h.connect(bare.port);
+    onTime.send(FrameType.HELLO, '{}');
+    await registered(bare, 1);
+    const late = await h.connect(bare.port);
+    const forcedCalls: number[] = [];
+    const drained = watchPromise(() => drain(bare.server, () => bare.registry, { graceMs: GRACE_MS, onForced: (n) => forcedCalls.push(n) }));
+    late.send(FrameType.HELLO, '{}');
+    await registered(bare, 2);
+    await eventually(() => {
+      check(late.closed && drained.settled, `A connection that registered after drain() began was still open ${GRACE_MS + 600} ms later.`, {
+        observed: `the late client is ${late.closed ? 'closed' : 'still connected'}, the one registered before drain() is ${onTime.closed ? 'closed' : 'still connected'}, and drain() is ${drained.state}`,
+        expected: `both destroyed at the ${GRACE_MS} ms deadline, and drain() resolved`,
+        idea: onTime.closed
+          ? 'connections is a function for a reason: at the deadline, read it again and destroy what is open now. A list (or a timer per connection) taken at the start misses a connection that joined later, and server.close() waits for it for ever'
+          : 'server.close() waits for the last connection: drain() arms a deadline (setTimeout(graceMs)) and destroys whatever is still open when it passes',
+      });
+    }, { within: GRACE_MS + 600 });
+    check(drained.value?.forced === 2 && forcedCalls.join() === '2', 'drain() did not count the connections it cut off.', {
+      observed: `drain() ${drained.error ? `rejected (${drained.error.message})` : `resolved with ${JSON.stringify(drained.value)}`}; onForced was called with [${forcedCalls.join(', ')}]`,
+      expected: '{ forced: 2 } and onForced(2): both were open at the deadline',
+      idea: 'forced counts the connections still open at the deadline, late ones included',
+    });
+  });
+
+  test('stopOnSignals() listens for SIGTERM and SIGINT, and the function it returns removes both', () => {
+    const signals = ['SIGTERM', 'SIGINT'] as const;
+    const before = new Map(signals.map((s) => [s, process.listeners(s)]));
+    const remove = stopOnSignals(() => Promise.resolve(), () => {});
+    const added = new Map(signals.map((s) => [s, process.listeners(s).filter((l) => !before.get(s)!.includes(l))]));
+    // Whatever the remover does, no handler of ours outlives the test.
+    h.defer(() => {
+      for (const [s, listeners] of added) for (const l of listeners) process.off(s, l as () => void);
+    });
+    check(signals.every((s) => added.get(s)!.length === 1), 'stopOnSignals() does not listen for both signals.', {
+      observed: signals.map((s) => `${added.get(s)!.length} new '${s}' listener(s)`).join(', '),
+      expected: "one listener for 'SIGTERM' and one for 'SIGINT'",
+      idea: 'orchestrators send SIGTERM, Ctrl-C sends SIGINT: a signal with no listener kills the process on the spot',
+    });
+    remove();
+    const left = signals.map((s) => [s, process.listeners(s).filter((l) => !before.get(s)!.includes(l)).length] as const);
+    check(left.every(([, n]) => n === 0), 'The function stopOnSignals() returned left its handlers in place.', {
+      observed: left.map(([s, n]) => `${n} of its '${s}' listener(s) still attached`).join(', '),
+      expected: 'none: remove() takes away every handler stopOnSignals() added',
+      idea: 'process.off() needs the very function that process.on() was given. A stale handler stays armed: after a server restarted in the same process, it takes the next first signal for a second one and exits at once',
+    });
+  });
+});
+
+/** A connection of the plain server below: its settled() resolves when the test says so. */
+interface BareConnection extends Departing {
+  settle(): void;
+}
+
+/**
+ * A plain net.Server for drain() alone. Each connection is a Departing whose goodbye()
+ * writes a GOAWAY and whose settled() resolves when the test calls settle(). The registry
+ * drops a connection when it closes. `registerOnFirstFrame`: a connection joins the
+ * registry only when its first bytes arrive.
+ */
+async function bareServer({ registerOnFirstFrame = false } = {}) {
+  const registry = new Set<BareConnection>();
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    const settledGate = gate();
+    const conn: BareConnection = {
+      socket,
+      goodbye: () => void socket.write(encode(FrameType.GOAWAY, 'going away')),
+      settled: () => settledGate.opened,
+      settle: () => settledGate.open(),
+    };
+    if (registerOnFirstFrame) socket.once('data', () => registry.add(conn));
+    else registry.add(conn);
+    socket.once('close', () => {
+      registry.delete(conn);
+      sockets.delete(socket);
+    });
+  });
+  const closed = new Promise<void>((resolve) => server.once('close', () => resolve()));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  h.defer(async () => {
+    for (const socket of sockets) socket.destroy();
+    if (server.listening) server.close();
+    await closed;
+  });
   return {
-    pid: child.pid!,
-    port: (within = 5000) =>
-      eventually(() => {
-        const m = out.match(/listening on 127\.0\.0\.1:(\d+)/);
-        if (m) return Number(m[1]);
-        fail('The entry point did not start.', {
-          observed: `stdout: ${JSON.stringify(out)}; stderr: ${JSON.stringify(err.slice(-500))}${exit ? `; exited with code ${exit.code}` : ''}`,
-          expected: `"listening on 127.0.0.1:<port>" on stdout within ${within} ms`,
-          idea: 'main.ts starts the journal server and prints its port',
-        });
-      }, { within, every: 10 }),
-    stderr: () => err,
-    exited: () => exit,
-    async waitExit(within, what) {
-      await eventually(() => {
-        if (exit) return;
-        fail(`The process had not exited ${within} ms after the signal.`, {
-          observed: `still running; stderr: ${JSON.stringify(err.slice(-300))}`,
-          expected: what,
-          idea: "a process exits by itself only when nothing is left open: a server, a socket or a ref'ed timer keeps it alive",
-        });
-      }, { within });
-      return exit!;
-    },
-    async kill() {
-      if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, 'SIGKILL');
-      await closed;
+    server,
+    port: (server.address() as net.AddressInfo).port,
+    registry,
+    /** The server's side of a test client's connection. */
+    of(client: TestClient): BareConnection {
+      const conn = [...registry].find((c) => c.socket.remotePort === client.port);
+      if (!conn) throw new Error(`no registered connection for the client on port ${client.port}`);
+      return conn;
     },
   };
 }
+
+async function registered(bare: Awaited<ReturnType<typeof bareServer>>, n: number): Promise<void> {
+  await eventually(() => check(bare.registry.size === n, `The plain server registered ${bare.registry.size} of ${n} connection(s).`, {
+    observed: `${bare.registry.size} registered`, expected: `${n}`, idea: 'the test server registers each connection it accepts',
+  }), { within: 1000 });
+}
+
+const exitText = (exit: ChildExit) => (exit.code !== null ? `exit code ${exit.code}` : `killed by ${exit.signal}`);
+
+/** Waits for main.ts's "listening on 127.0.0.1:<port>" line; returns the port. */
+const listeningPort = (child: EntryProcess) => child.port(/listening on 127\.0\.0\.1:(\d+)/, '"listening on 127.0.0.1:<port>"');
+
+/**
+ * Starts main.ts, from the tree this run resolved lesson 08 to (lessons/, solutions/,
+ * WORKBOOK_TARGET or a catalog's patched copy), as a child process. It reads every other
+ * lesson as vitest does (alone unless told otherwise). It only records output: the waiting
+ * (and any failure) happens in the test that uses it.
+ */
+const spawnMain = (main: string, settings: Record<string, string>) =>
+  spawnEntry(main, { WORKBOOK_ISOLATE: process.env.WORKBOOK_ISOLATE ?? '08', PORT: '0', ...settings });
 
 // Each entry-point test runs main.ts in a child process, and tsx takes about 0.3 s to
 // start one: both start before the first test, so that overlaps the in-process tests.
-const children: { drain?: MainChild; force?: MainChild } = {};
+const children: { drain?: EntryProcess; force?: EntryProcess } = {};
 beforeAll(async () => {
-  const main = await mainUnderTest();
+  const main = await entryUnderTest('#target/08-graceful-shutdown/main.ts');
   children.drain = spawnMain(main, { PERSIST_MS: '60000', STATS_MS: '50' });
   children.force = spawnMain(main, { PERSIST_MS: '0', GRACE_MS: '20000' });
 });

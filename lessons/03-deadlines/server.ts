@@ -10,6 +10,7 @@
 import net from 'node:net';
 import { encodeFrame, FrameType, type Frame } from '../02-framing/codec.ts';
 import { readFrames } from '../02-framing/read-frames.ts';
+import { DeadlineSweep } from './deadlines.ts';
 
 /**
  * The work a request asks for: typically a call to something downstream (a database,
@@ -26,7 +27,7 @@ export interface DeadlineOptions {
   idleMs?: number;
   /** A frame whose first byte has arrived must be complete within this (default 10 s). */
   frameMs?: number;
-  /** A frame handed to write() must be taken by the kernel within this (default 10 s). */
+  /** Bytes handed to write() must keep reaching the kernel: none taken for this long, and the peer is cut (default 10 s). */
   writeMs?: number;
   /** The most time the server gives one request, whatever its budget says (default 60 s). */
   maxBudgetMs?: number;
@@ -59,6 +60,8 @@ export interface DeadlineServer {
 export async function startDeadlineServer(options: DeadlineOptions): Promise<DeadlineServer> {
   const { work, log = () => {} } = options;
   const idleMs = options.idleMs ?? 30_000;
+  const frameMs = options.frameMs ?? 10_000;
+  const writeMs = options.writeMs ?? 10_000;
   const maxBudgetMs = options.maxBudgetMs ?? 60_000;
   const workTimeoutMs = options.workTimeoutMs ?? 5_000;
 
@@ -66,6 +69,10 @@ export async function startDeadlineServer(options: DeadlineOptions): Promise<Dea
   const requests: RequestCounters = { started: 0, completed: 0, aborted: 0, failed: 0 };
   // Aborted by stop(): every request in flight, on every connection, stops.
   const shutdown = new AbortController();
+  // One sweep keeps the deadlines of every connection: idle, frame, write. Its tick is
+  // their precision (each fires up to a tick or two late, never early): a tenth of the
+  // shortest one.
+  const sweep = new DeadlineSweep({ tickMs: Math.max(5, Math.floor(Math.min(idleMs, frameMs, writeMs) / 10)) });
   let nextId = 1;
 
   const server = net.createServer({ noDelay: true }, (socket) => {
@@ -79,16 +86,12 @@ export async function startDeadlineServer(options: DeadlineOptions): Promise<Dea
 
     // Requests waiting or running on this connection, served in order.
     let queue = Promise.resolve();
+    let pending = 0;
 
     function send(frame: Buffer): void {
       if (!socket.writable) return; // closing: nobody to tell
-      socket.write(frame);
+      socket.write(frame); // the sweep's write deadline watches what the kernel has not taken
     }
-
-    // Close connections that go quiet: after idleMs without a byte either way, the socket
-    // times out.
-    socket.setTimeout(idleMs);
-    socket.on('timeout', () => log(`connection ${id}: idle for ${idleMs} ms`));
 
     async function serve(request: Buffer, budgetMs: number): Promise<void> {
       // One signal for every reason to stop: the budget ran out, the server is shutting
@@ -123,10 +126,24 @@ export async function startDeadlineServer(options: DeadlineOptions): Promise<Dea
       }
       const budgetMs = Math.min(frame.body.readUInt32BE(0), maxBudgetMs);
       const request = frame.body.subarray(4);
-      queue = queue.then(() => serve(request, budgetMs));
+      pending++;
+      queue = queue.then(() => serve(request, budgetMs)).finally(() => void pending--);
     }
 
     const reader = readFrames(socket, onFrame, { maxFrameBytes: options.maxFrameBytes });
+
+    // The deadlines of this connection, until it closes. When one passes, the sweep stops
+    // the reader, sends ERROR "TIMEOUT <why>" and destroys the socket.
+    sweep.watch(socket, {
+      idleMs,
+      frameMs,
+      writeMs,
+      // A request being worked on is not idleness: its own budget bounds it.
+      busy: () => pending > 0,
+      partialFrameBytes: () => reader.decoder.bufferedBytes,
+      stopReading: () => reader.stop(),
+      onExpired: (reason) => log(`connection ${id}: ${reason}`),
+    });
   });
 
   await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
@@ -143,6 +160,7 @@ export async function startDeadlineServer(options: DeadlineOptions): Promise<Dea
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const socket of connections) socket.end();
       await closed;
+      sweep.stop();
     },
   };
 }

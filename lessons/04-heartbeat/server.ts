@@ -1,22 +1,14 @@
-// An echo server with a heartbeat. A connection can look open long after its peer is
-// gone: the client's process froze, its phone lost coverage, a NAT box in between forgot
-// the mapping. TCP says nothing until we try to hear from the peer, so the server pings
-// every client on a schedule and drops the ones that have gone quiet.
-//
-// PING and PONG are ordinary frames of the lesson-02 codec. The heartbeat travels in the
-// same stream as the business traffic, so an answer proves the whole path works, up to
-// the peer's own event loop.
+// An echo server with a heartbeat. The server pings every client on a schedule and drops
+// the ones that have gone quiet: heartbeat.ts does it, for all the connections at once,
+// and the server only hands it each new connection.
 import net from 'node:net';
 import { encodeFrame, FrameType } from '../02-framing/codec.ts';
 import { readFrames } from '../02-framing/read-frames.ts';
+import { Heartbeat, type HeartbeatOptions } from './heartbeat.ts';
 
-export interface HeartbeatOptions {
+export interface HeartbeatServerOptions extends HeartbeatOptions {
   /** 0 (the default) lets the OS pick a free port. */
   port?: number;
-  /** How often the server pings each client. */
-  intervalMs?: number;
-  /** How long a client may stay silent before it is dropped. Twice the interval by default. */
-  windowMs?: number;
 }
 
 export interface HeartbeatServer {
@@ -26,10 +18,9 @@ export interface HeartbeatServer {
   stop(): Promise<void>;
 }
 
-export async function startHeartbeatServer(options: HeartbeatOptions = {}): Promise<HeartbeatServer> {
-  const intervalMs = options.intervalMs ?? 5_000;
-  const windowMs = options.windowMs ?? 2 * intervalMs;
+export async function startHeartbeatServer(options: HeartbeatServerOptions = {}): Promise<HeartbeatServer> {
   const connections = new Set<net.Socket>();
+  const heartbeat = new Heartbeat(options);
 
   // noDelay: every frame goes out whole, and a PING held back by Nagle is a late PING.
   const server = net.createServer({ noDelay: true }, (socket) => {
@@ -37,23 +28,8 @@ export async function startHeartbeatServer(options: HeartbeatOptions = {}): Prom
     socket.once('close', () => connections.delete(socket));
     socket.on('error', () => {}); // 'close' follows and cleans up (lesson 01)
 
-    // Let the kernel probe the peer as well, at the same pace as our pings.
-    socket.setKeepAlive(true, intervalMs);
-
-    // A client that has been silent for the whole window is gone: drop it.
-    socket.setTimeout(windowMs);
-    socket.on('timeout', () => {
-      clearInterval(pinger);
-      socket.destroy();
-    });
-
-    // Ping the client on a schedule; its PONG shows that it is still there.
-    const pinger = setInterval(() => {
-      socket.write(encodeFrame(FrameType.PING));
-    }, intervalMs);
-
-    // The client hung up: stop pinging it.
-    socket.on('end', () => clearInterval(pinger));
+    // From now until it closes, the client is pinged, and dropped if it goes silent.
+    heartbeat.watch(socket);
 
     readFrames(socket, (frame) => {
       if (frame.type === FrameType.DATA) socket.write(encodeFrame(FrameType.DATA, frame.body));
@@ -71,6 +47,7 @@ export async function startHeartbeatServer(options: HeartbeatOptions = {}): Prom
       return connections.size;
     },
     async stop() {
+      heartbeat.stop();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const socket of connections) socket.end();
       await closed;

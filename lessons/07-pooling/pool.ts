@@ -38,6 +38,15 @@ export interface AcquireOptions {
   signal?: AbortSignal;
 }
 
+export interface RequestOptions extends AcquireOptions {
+  /**
+   * Which frame is the reply. An upstream may send frames of its own on the same
+   * connection (a journal copies entries to its followers); those are skipped. Default:
+   * the first frame that arrives.
+   */
+  isReply?: (frame: Frame) => boolean;
+}
+
 export interface Lease {
   readonly socket: net.Socket;
   /** Gives the connection back for the next borrower. Only after a complete exchange. */
@@ -56,7 +65,7 @@ export interface LeakReport {
 export interface ConnectionPool {
   acquire(options?: AcquireOptions): Promise<Lease>;
   /** Sends one DATA frame and resolves with the body of the upstream's reply. */
-  request(body: Buffer | string, options?: AcquireOptions): Promise<Buffer>;
+  request(body: Buffer | string, options?: RequestOptions): Promise<Buffer>;
   /** Connections open or opening. */
   readonly size: number;
   readonly idle: number;
@@ -234,10 +243,10 @@ export function createPool(options: PoolOptions): ConnectionPool {
     }
   }
 
-  async function request(body: Buffer | string, { signal }: AcquireOptions = {}): Promise<Buffer> {
+  async function request(body: Buffer | string, { signal, isReply }: RequestOptions = {}): Promise<Buffer> {
     const lease = await acquire({ signal });
     writeFrame(lease.socket, FrameType.DATA, body, buffers);
-    const reply = await readReply(lease.socket, signal);
+    const reply = await readReply(lease.socket, signal, isReply);
     lease.release();
     if (reply.type === FrameType.ERROR) throw new UpstreamError(reply.body.toString('utf8'));
     return Buffer.from(reply.body);
@@ -290,14 +299,14 @@ export function createPool(options: PoolOptions): ConnectionPool {
 }
 
 /** Reads one reply frame. Rejects if the connection closes, the bytes are not a frame, or `signal` aborts. */
-function readReply(socket: net.Socket, signal: AbortSignal | undefined): Promise<Frame> {
+function readReply(socket: net.Socket, signal: AbortSignal | undefined, isReply: (frame: Frame) => boolean = () => true): Promise<Frame> {
   return new Promise((resolve, reject) => {
     if (socket.destroyed) return reject(new Error('the connection is closed'));
     const decoder = new FrameDecoder();
     const onData = (chunk: Buffer) => {
       try {
-        const [frame] = decoder.push(chunk);
-        if (frame) finish(undefined, frame);
+        const reply = decoder.push(chunk).find(isReply);
+        if (reply) finish(undefined, reply);
       } catch (err) {
         finish(err as Error);
       }

@@ -2,7 +2,7 @@
 // and only then acknowledges it, and every stored entry is fanned out to the other
 // connected clients (followers tailing the journal). Its promise to a client: an entry
 // you got an ACK for is stored. Keeping that promise while the process is asked to stop
-// is this lesson.
+// is this lesson: the drain itself is in shutdown.ts, what it owes each client is here.
 //
 // Requests are DATA frames whose body is `<id> <payload>` (a decimal id, a space, any
 // bytes). Replies: ACK `<id>` once stored; ERROR `SHUTTING_DOWN <id> ...` for a request
@@ -12,6 +12,7 @@ import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { encodeFrame, FrameType } from '../02-framing/codec.ts';
 import { readFrames } from '../02-framing/read-frames.ts';
+import { drain, type Departing } from './shutdown.ts';
 
 export interface Entry {
   id: number;
@@ -55,14 +56,17 @@ export interface JournalServer {
   stop(): Promise<void>;
 }
 
-interface Connection {
-  socket: net.Socket;
+/** A client's connection; drain() (shutdown.ts) sees it as a Departing. */
+interface Connection extends Departing {
   /** This connection's requests not yet answered. */
   inflight: number;
+  /** settled() callers, woken when inflight is back to 0. */
+  waiters: Array<() => void>;
 }
 
 export async function startJournalServer(options: JournalOptions = {}): Promise<JournalServer> {
   const persistMs = options.persistMs ?? 5;
+  const graceMs = options.graceMs ?? 10_000;
   const log: Entry[] = [];
   const connections = new Set<Connection>();
   const inflight = new Set<Promise<void>>();
@@ -116,15 +120,23 @@ export async function startJournalServer(options: JournalOptions = {}): Promise<
       .finally(() => {
         conn.inflight--;
         inflight.delete(work);
-        // During shutdown a connection hangs up once its last reply is written.
-        if (shutdown.signal.aborted && conn.inflight === 0) conn.socket.end();
+        // Its last reply is written: whoever waits for it to settle (a shutdown) may end it.
+        if (conn.inflight === 0) for (const wake of conn.waiters.splice(0)) wake();
       });
     inflight.add(work);
   }
 
   // noDelay: every frame is written whole, so Nagle would only delay small replies.
   const server = net.createServer({ noDelay: true }, (socket) => {
-    const conn: Connection = { socket, inflight: 0 };
+    const conn: Connection = {
+      socket,
+      inflight: 0,
+      waiters: [],
+      goodbye: () => send(conn, encodeFrame(FrameType.GOAWAY, 'server shutting down')),
+      // send() writes straight to the socket, so nothing is queued here: once every
+      // request is answered, this connection has nothing more to send.
+      settled: () => new Promise<void>((resolve) => (conn.inflight === 0 ? resolve() : conn.waiters.push(resolve))),
+    };
     connections.add(conn);
     socket.on('error', () => {}); // 'close' follows and cleans up (lesson 01)
     socket.once('close', () => connections.delete(conn));
@@ -150,18 +162,11 @@ export async function startJournalServer(options: JournalOptions = {}): Promise<
   await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
 
   async function shutDown(): Promise<void> {
-    // 1. No new connections. close() calls back once the last connection has closed.
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    // 2. Handlers hurry and refuse new requests; every client is told to go away.
+    // Handlers hurry and refuse new requests from now on (see handleData).
     shutdown.abort(new Error('server shutting down'));
-    for (const conn of connections) {
-      send(conn, encodeFrame(FrameType.GOAWAY, 'server shutting down'));
-      // 3. A connection with no request in flight has nothing left to finish: hang up on
-      //    it now. The others hang up once their last reply is written (see handleData).
-      if (conn.inflight === 0) conn.socket.destroy();
-    }
-    // 4. Wait for the last connection to close.
-    await closed;
+    // Stop accepting, GOAWAY to every client, and let each connection go once its last
+    // reply is written (shutdown.ts).
+    await drain(server, () => connections, { graceMs });
   }
 
   let stopping: Promise<void> | undefined;

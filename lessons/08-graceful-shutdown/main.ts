@@ -3,6 +3,7 @@
 // from the environment: PORT (0, the default, lets the OS pick), PERSIST_MS, GRACE_MS,
 // STATS_MS.
 import { startJournalServer } from './journal.ts';
+import { stopOnSignals } from './shutdown.ts';
 
 const setting = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
 
@@ -15,10 +16,5 @@ const server = await startJournalServer({
 });
 console.log(`listening on 127.0.0.1:${server.port}`);
 
-// Orchestrators (Kubernetes, systemd, docker stop) send SIGTERM; Ctrl-C sends SIGINT.
-for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  process.on(signal, () => {
-    console.error(`${signal}: shutting down`);
-    process.exit(0);
-  });
-}
+// The first SIGTERM or SIGINT drains (shutdown.ts); a second one exits at once.
+stopOnSignals(() => server.stop(), (line) => console.error(line));

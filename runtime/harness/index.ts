@@ -9,3 +9,4 @@ export { takeCrash } from '../probes/crash.ts';
 export { watchAccepted, type AcceptedSocket, type AcceptedWatch } from '../probes/accepted.ts';
 export * from '../protocol.ts';
 export { createRandom, startFaultProxy, withTimeline, type FaultProxy, type FaultSpec, type Fault } from '../faults/proxy.ts';
+export { entryUnderTest, spawnEntry, type ChildExit, type EntryProcess } from './child.ts';

@@ -10,6 +10,7 @@
 import net from 'node:net';
 import { encodeFrame, FrameType, type Frame } from '../02-framing/codec.ts';
 import { readFrames } from '../02-framing/read-frames.ts';
+import { DeadlineSweep } from './deadlines.ts';
 
 /**
  * The work a request asks for: typically a call to something downstream (a database,
@@ -26,7 +27,7 @@ export interface DeadlineOptions {
   idleMs?: number;
   /** A frame whose first byte has arrived must be complete within this (default 10 s). */
   frameMs?: number;
-  /** A frame handed to write() must be taken by the kernel within this (default 10 s). */
+  /** Bytes handed to write() must keep reaching the kernel: none taken for this long, and the peer is cut (default 10 s). */
   writeMs?: number;
   /** The most time the server gives one request, whatever its budget says (default 60 s). */
   maxBudgetMs?: number;
@@ -68,6 +69,10 @@ export async function startDeadlineServer(options: DeadlineOptions): Promise<Dea
   const requests: RequestCounters = { started: 0, completed: 0, aborted: 0, failed: 0 };
   // Aborted by stop(): every request in flight, on every connection, stops.
   const shutdown = new AbortController();
+  // One sweep keeps the deadlines of every connection: idle, frame, write. Its tick is
+  // their precision (each fires up to a tick or two late, never early): a tenth of the
+  // shortest one.
+  const sweep = new DeadlineSweep({ tickMs: Math.max(5, Math.floor(Math.min(idleMs, frameMs, writeMs) / 10)) });
   let nextId = 1;
 
   const server = net.createServer({ noDelay: true }, (socket) => {
@@ -78,13 +83,9 @@ export async function startDeadlineServer(options: DeadlineOptions): Promise<Dea
     // Aborted when this connection closes, however it closes: its client is gone, so is
     // the point of any work done for it.
     const gone = new AbortController();
-    let frameTimer: NodeJS.Timeout | undefined;
-    const writeTimers = new Set<NodeJS.Timeout>();
     socket.once('close', () => {
       connections.delete(socket);
       gone.abort(new Error('client gone'));
-      clearTimeout(frameTimer);
-      for (const timer of writeTimers) clearTimeout(timer);
     });
 
     // Requests waiting or running on this connection, served in order.
@@ -93,38 +94,8 @@ export async function startDeadlineServer(options: DeadlineOptions): Promise<Dea
 
     function send(frame: Buffer): void {
       if (!socket.writable) return; // closing: nobody to tell
-      // The write deadline. A peer that stops reading fills its receive buffer and ours,
-      // and from then on write() only queues, in our memory. The callback runs once the
-      // kernel has taken the bytes; if that takes longer than writeMs, the peer is stuck.
-      const timer = setTimeout(() => {
-        log(`connection ${id}: a reply waited ${writeMs} ms for the client to read`);
-        socket.destroy();
-      }, writeMs);
-      writeTimers.add(timer);
-      socket.write(frame, () => {
-        clearTimeout(timer);
-        writeTimers.delete(timer);
-      });
+      socket.write(frame); // the sweep's write deadline watches what the kernel has not taken
     }
-
-    // Give up on this connection: say why, then hang up without waiting for the peer's
-    // FIN (a peer we are giving up on does not get to hold the socket open).
-    function giveUp(reason: string): void {
-      if (reader.stopped) return;
-      log(`connection ${id}: ${reason}`);
-      reader.stop();
-      socket.end(encodeFrame(FrameType.ERROR, `TIMEOUT ${reason}`), () => socket.destroy());
-    }
-
-    // Close connections that go quiet: after idleMs without a byte either way, the socket
-    // times out.
-    socket.setTimeout(idleMs);
-    socket.on('timeout', () => {
-      // 'timeout' only reports; closing is our job. A request being worked on is not
-      // idleness: its own budget bounds it, and its reply will restart the clock.
-      if (pending > 0) return;
-      giveUp(`idle for ${idleMs} ms`);
-    });
 
     async function serve(request: Buffer, budgetMs: number, receivedAt: number): Promise<void> {
       // The client left (or the server is stopping) while this request waited its turn:
@@ -173,20 +144,19 @@ export async function startDeadlineServer(options: DeadlineOptions): Promise<Dea
       queue = queue.then(() => serve(request, budgetMs, receivedAt)).finally(() => void pending--);
     }
 
-    const reader = readFrames(socket, (frame) => {
-      clearTimeout(frameTimer); // this frame made its deadline
-      frameTimer = undefined;
-      onFrame(frame);
-    }, { maxFrameBytes: options.maxFrameBytes });
+    const reader = readFrames(socket, onFrame, { maxFrameBytes: options.maxFrameBytes });
 
-    // The frame deadline runs from a frame's first byte to its last. Every byte resets
-    // the idle timer, so a client that sends one byte now and then is never idle; this
-    // catches it. (This listener runs after the reader's, so the decoder holds only the
-    // start of a frame still to come.)
-    socket.on('data', () => {
-      if (reader.decoder.bufferedBytes > 0 && frameTimer === undefined) {
-        frameTimer = setTimeout(() => giveUp(`frame not complete within ${frameMs} ms`), frameMs);
-      }
+    // The deadlines of this connection, until it closes. When one passes, the sweep stops
+    // the reader, sends ERROR "TIMEOUT <why>" and destroys the socket.
+    sweep.watch(socket, {
+      idleMs,
+      frameMs,
+      writeMs,
+      // A request being worked on is not idleness: its own budget bounds it.
+      busy: () => pending > 0,
+      partialFrameBytes: () => reader.decoder.bufferedBytes,
+      stopReading: () => reader.stop(),
+      onExpired: (reason) => log(`connection ${id}: ${reason}`),
     });
   });
 
@@ -204,6 +174,7 @@ export async function startDeadlineServer(options: DeadlineOptions): Promise<Dea
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const socket of connections) socket.end();
       await closed;
+      sweep.stop();
     },
   };
 }

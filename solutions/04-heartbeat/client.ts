@@ -5,20 +5,26 @@
 // heard from for a whole window, so that its owner can reconnect.
 import net from 'node:net';
 import { once } from 'node:events';
-import { encodeFrame, FrameDecoder, FrameType } from '../02-framing/codec.ts';
+import { encodeFrame, FrameDecoder, FrameType, type Frame } from '../02-framing/codec.ts';
 
 export interface HeartbeatClientOptions {
+  /** The server's address. Default 127.0.0.1. */
+  host?: string;
   /** How often the client pings the server. */
   intervalMs?: number;
   /** How long the server may stay silent before the client gives up. Twice the interval by default. */
   windowMs?: number;
   /** Called with the body of every DATA frame from the server. */
   onData?: (body: Buffer) => void;
+  /** Called with every frame from the server but PING and PONG (the heartbeat's own), DATA included, after onData. */
+  onFrame?: (frame: Frame) => void;
 }
 
 export interface HeartbeatClient {
   /** Sends one DATA frame. */
   send(body: Buffer | string): void;
+  /** Sends one frame of any type, whole, in one write. */
+  sendFrame(type: number, body?: Buffer | string): void;
   /** Resolves when the connection is over, with why: "server silent for 103 ms", "server closed", … */
   readonly closed: Promise<string>;
   /** Hangs up and resolves once the connection is closed. */
@@ -29,7 +35,7 @@ export async function connectHeartbeatClient(port: number, options: HeartbeatCli
   const intervalMs = options.intervalMs ?? 5_000;
   const windowMs = options.windowMs ?? 2 * intervalMs;
 
-  const socket = net.connect({ port, host: '127.0.0.1', noDelay: true });
+  const socket = net.connect({ port, host: options.host ?? '127.0.0.1', noDelay: true });
   let reason = 'server closed';
   socket.on('error', (err) => (reason = err.message)); // 'close' follows
   const closed = new Promise<string>((resolve) => socket.once('close', () => resolve(reason)));
@@ -74,12 +80,17 @@ export async function connectHeartbeatClient(port: number, options: HeartbeatCli
     for (const frame of frames) {
       if (frame.type === FrameType.PONG) continue; // the server answered our ping
       else if (frame.type === FrameType.PING) socket.write(encodeFrame(FrameType.PONG, frame.body));
-      else if (frame.type === FrameType.DATA) options.onData?.(frame.body);
+      else {
+        if (frame.type === FrameType.DATA) options.onData?.(frame.body);
+        options.onFrame?.(frame);
+      }
     }
   });
 
+  const sendFrame = (type: number, body?: Buffer | string) => void socket.write(encodeFrame(type, body));
   return {
-    send: (body) => void socket.write(encodeFrame(FrameType.DATA, body)),
+    send: (body) => sendFrame(FrameType.DATA, body),
+    sendFrame,
     closed,
     async close() {
       if (socket.destroyed) return void (await closed);

@@ -2,14 +2,13 @@
 // handler's answer comes back as DATA. Three limits stand between the network and the
 // work, and each one says BUSY when it refuses, so a client knows to come back later:
 //
-//   new connection ──▶ per-IP rate ──▶ connection cap ──▶ served
+//   new connection ──▶ per-IP rate ──▶ connection cap ──▶ served      (admission.ts)
 //   DATA request   ──▶ in-flight slot (bounded queue, bounded wait) ──▶ handler ──▶ DATA
 import net from 'node:net';
 import { encodeFrame, FrameType } from '../02-framing/codec.ts';
 import { readFrames } from '../02-framing/read-frames.ts';
-import { readConnectionBudget } from './fd-limit.ts';
+import { Admission } from './admission.ts';
 import { Semaphore } from './semaphore.ts';
-import { TokenBucket } from './token-bucket.ts';
 
 export interface LimitedServerOptions {
   /** 0 (the default) lets the OS pick a free port. */
@@ -49,55 +48,20 @@ export interface LimitedServer {
   stop(): Promise<void>;
 }
 
-// A per-IP table is itself a memory risk: past this many IPs, forget the ones whose
-// buckets have refilled (they remember nothing).
-const MAX_TRACKED_IPS = 10_000;
-
 export async function startLimitedServer(options: LimitedServerOptions = {}): Promise<LimitedServer> {
-  const maxConnections = options.maxConnections ?? readConnectionBudget();
   const handler = options.handler ?? (async (body: Buffer) => body);
-  const refuseGraceMs = options.refuseGraceMs ?? 1000;
   const inflight = new Semaphore(options.maxInFlight ?? 64, options.maxQueued ?? 256);
   const queueTimeoutMs = options.queueTimeoutMs ?? 1000;
+  // Who gets in, and what the others are told (admission.ts).
+  const admission = new Admission(options);
+  // The connections being served, so stop() can end them.
   const connections = new Set<net.Socket>();
-  const refused = new Set<net.Socket>();
   let peakInFlight = 0;
   let peakQueued = 0;
 
-  // One bucket per client IP: a client that reconnects in a loop spends its own
-  // allowance, not everyone's.
-  const connectBuckets = new Map<string, TokenBucket>();
-  function mayConnect(ip: string): boolean {
-    let bucket = connectBuckets.get(ip);
-    if (!bucket) {
-      if (connectBuckets.size >= MAX_TRACKED_IPS) {
-        for (const [key, b] of connectBuckets) if (b.full) connectBuckets.delete(key);
-      }
-      bucket = new TokenBucket({ capacity: options.connectBurst ?? 20, refillPerSecond: options.connectPerSecond ?? 5, now: options.now });
-      connectBuckets.set(ip, bucket);
-    }
-    return bucket.take();
-  }
-
-  /** Say why, then hang up. The client gets a BUSY frame and a FIN, not a mystery. */
-  function refuse(socket: net.Socket, reason: string): void {
-    refused.add(socket);
-    socket.on('error', () => {});
-    socket.resume(); // read and drop whatever it sends, so its FIN still reaches us
-    socket.end(encodeFrame(FrameType.BUSY, reason));
-    const grace = setTimeout(() => socket.destroy(), refuseGraceMs);
-    socket.once('close', () => {
-      clearTimeout(grace);
-      refused.delete(socket);
-    });
-  }
-
   const server = net.createServer({ noDelay: true }, (socket) => {
-    const ip = socket.remoteAddress ?? 'unknown';
-    if (!mayConnect(ip)) return refuse(socket, `rate: too many new connections from ${ip}`);
-    // We count and refuse ourselves (server.maxConnections would close the socket
-    // before we could write a word).
-    if (connections.size >= maxConnections) return refuse(socket, `connections: ${connections.size} of ${maxConnections} in use`);
+    // Refused (BUSY, then a close: nothing more to do), or admitted and counted until it closes.
+    if (!admission.admit(socket)) return;
 
     connections.add(socket);
     // Fires when the connection ends, however it ends: stops its queued and running work.
@@ -154,9 +118,9 @@ export async function startLimitedServer(options: LimitedServerOptions = {}): Pr
 
   return {
     port: (server.address() as net.AddressInfo).port,
-    maxConnections,
+    maxConnections: admission.maxConnections,
     get connections() {
-      return connections.size;
+      return admission.connections;
     },
     get inFlight() {
       return inflight.inUse;
@@ -173,7 +137,7 @@ export async function startLimitedServer(options: LimitedServerOptions = {}): Pr
     async stop() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const socket of connections) socket.end();
-      for (const socket of refused) socket.destroy();
+      admission.stop(); // refused clients still lingering
       await closed;
     },
   };
