@@ -30,7 +30,10 @@ export default defineConfig({
     reporters: [new ProgressReporter()],
     projects: [
       ...listLessons().map((lesson) => {
-        const isolate = isolateAll === 'none' ? undefined : isolateAll ? lessonNumber(isolateAll) : lesson.capstone ? undefined : lesson.nn;
+        // The capstone runs on the target tree throughout (the learner's own modules),
+        // except when verify judges the exercise: then, like every lesson, alone.
+        const capstoneWhole = lesson.capstone && !process.env.WORKBOOK_CAPSTONE_ALONE;
+        const isolate = isolateAll === 'none' ? undefined : isolateAll ? lessonNumber(isolateAll) : capstoneWhole ? undefined : lesson.nn;
         return {
           plugins: [workbookTargets({ target, isolate })],
           test: { ...shared, name: lesson.slug, include: lessonFiles(lesson.slug) },

@@ -31,6 +31,9 @@ if (judged && judged !== 'lessons' && judged !== 'solutions') await judge(judged
 else await verify();
 
 async function verify() {
+  // The exercise of the capstone is judged alone, every other lesson from solutions/: its
+  // bug tests must fail for its own wiring, not for an earlier lesson's open bug.
+  process.env.WORKBOOK_CAPSTONE_ALONE = '1';
   const typecheck = runTypecheck(projectRoot);
   const withRuntime = lessons.length === pickLessons([]).length;
   const solutions = await runOnce({ projects: [...lessons.map((l) => l.slug), ...(withRuntime ? ['runtime'] : [])], target: 'solutions', reporters: silent });

@@ -35,6 +35,9 @@ createHook({
     const stack = captureStack();
     // AbortSignal.timeout() arms an unref'd timer nobody can clear; it ends by itself.
     if (type === 'Timeout' && stack.includes('abort_controller')) return;
+    // Node's HTTP server caches the Date header for a second with an unref'd timer of its
+    // own (utcDate); it is rearmed only by the next response and ends by itself.
+    if (type === 'Timeout' && stack.includes('utcDate')) return;
     const site = creationSite(stack);
     // The test runner's own timers come and go with every test; they are not the lesson's.
     if (site === undefined) return;

@@ -1,0 +1,78 @@
+// The gateway as a process: `npm run server` (the reference one), `npm run server --
+// --mine` (yours). Logs are JSON lines on stdout (pino), one per event, each with the
+// connection id it is about. Every flag has an environment variable, for containers.
+import { parseArgs } from 'node:util';
+import pino from 'pino';
+import { stopOnSignals } from '../08-graceful-shutdown/shutdown.ts';
+import { startGateway } from './gateway.ts';
+import { serveObservability } from './metrics.ts';
+
+// Good enough on a laptop, where the gateway listens on 127.0.0.1 only. Anywhere else,
+// pass your own (--token or GATEWAY_TOKEN).
+export const DEV_TOKEN = 'dev-token';
+
+const { values: flags } = parseArgs({
+  args: process.argv.slice(2),
+  options: {
+    port: { type: 'string' },
+    'metrics-port': { type: 'string' },
+    token: { type: 'string' },
+    'max-connections': { type: 'string' },
+    journal: { type: 'string' },
+    'log-level': { type: 'string' },
+    'grace-ms': { type: 'string' },
+    'heartbeat-ms': { type: 'string' },
+    mine: { type: 'boolean' }, // read by `npm run server`: which tree to run
+  },
+});
+
+/** A flag, else its environment variable, else the default. */
+function setting(flag: keyof typeof flags, env: string): string | undefined {
+  const value = flags[flag] ?? process.env[env];
+  return typeof value === 'string' ? value : undefined;
+}
+function number(flag: keyof typeof flags, env: string, fallback?: number): number | undefined {
+  const text = setting(flag, env);
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 0) throw new Error(`--${flag} (${env}) must be a whole number, not "${text}"`);
+  return value;
+}
+
+const log = pino({ level: setting('log-level', 'GATEWAY_LOG_LEVEL') ?? 'info', base: { pid: process.pid } });
+
+try {
+  const token = setting('token', 'GATEWAY_TOKEN') ?? DEV_TOKEN;
+  const journal = setting('journal', 'GATEWAY_JOURNAL');
+  const [journalHost, journalPort] = journal?.includes(':') ? journal.split(':') : ['127.0.0.1', journal];
+  const gateway = await startGateway({
+    port: number('port', 'GATEWAY_PORT', 7400),
+    token,
+    maxConnections: number('max-connections', 'GATEWAY_MAX_CONNECTIONS'),
+    journal: journal ? { host: journalHost, port: Number(journalPort) } : undefined,
+    graceMs: number('grace-ms', 'GATEWAY_GRACE_MS'),
+    heartbeatMs: number('heartbeat-ms', 'GATEWAY_HEARTBEAT_MS'),
+    log,
+  });
+  const observability = await serveObservability(gateway.metrics, () => gateway.ready, number('metrics-port', 'GATEWAY_METRICS_PORT', 7401));
+  log.info({ port: gateway.port, metricsPort: observability.port, journal, devToken: token === DEV_TOKEN }, 'gateway listening');
+  console.error(
+    `gateway on 127.0.0.1:${gateway.port}, metrics on http://127.0.0.1:${observability.port}/metrics` +
+      (token === DEV_TOKEN ? `, token "${DEV_TOKEN}" (a dev token: pass --token for anything else)` : ''),
+  );
+
+  // SIGTERM or Ctrl-C: drain (readyz turns 503 at once, GOAWAY to every client, queues
+  // flushed within the grace period), then stop the metrics port last, and the process
+  // exits by itself with code 0. A second signal exits at once.
+  stopOnSignals(
+    async () => {
+      await gateway.stop();
+      await observability.stop();
+    },
+    (line) => log.info(line),
+  );
+} catch (err) {
+  log.fatal({ err }, (err as Error).message);
+  console.error(`gateway did not start: ${(err as Error).message}`);
+  process.exitCode = 1;
+}
