@@ -84,6 +84,16 @@ async function fillKernel(hub: Hub, conn: HubConnection): Promise<number> {
   return frames;
 }
 
+/** A hub with one client that reads nothing, and the kernel's buffers for it full. */
+async function pausedWithKernelFull() {
+  const hub = await start();
+  const client = await h.connect(hub.port);
+  client.socket.pause();
+  const conn = await connectionOf(hub, client.port);
+  await fillKernel(hub, conn);
+  return { hub, client, conn };
+}
+
 /** What the client made of the bytes: its frames, then whatever did not decode. */
 function decoded(client: TestClient): string {
   const used = client.frames.reduce((n, f) => n + encode(f.type, f.body).length, 0);
@@ -586,20 +596,16 @@ describe('backpressure, done right: waiting, resuming, and telling the truth', (
   });
 
   test("a frame sent after 'drain' emptied the queue goes out at once", async () => {
-    const hub = await start();
-    const client = await h.connect(hub.port);
-    client.socket.pause();
-    const conn = await connectionOf(hub, client.port);
-    await fillKernel(hub, conn);
-    // The writer is idle and the kernel full: this frame is handed to the socket, write()
-    // returns false, and nothing else is queued when 'drain' comes.
+    const { hub, client, conn } = await pausedWithKernelFull();
+    // The kernel is full: the first frame goes to the socket's buffer, the second waits
+    // in the writer's queue for 'drain'. Then the client reads everything.
+    hub.send(conn.id, FrameType.DATA, Buffer.alloc(64 * 1024));
     hub.send(conn.id, FrameType.DATA, Buffer.alloc(64 * 1024));
     await nextTurn();
     client.socket.resume();
-    const before = conn.socket.bytesWritten;
-    await eventually(() => check(client.receivedBytes >= before, 'A client that read again did not receive what was waiting for it.', {
-      observed: `${client.receivedBytes} of ${before} bytes arrived after the client read again`,
-      expected: `${before} bytes`,
+    await eventually(() => check(conn.writer.queuedBytes === 0 && client.receivedBytes >= conn.socket.bytesWritten, 'A client that read again did not receive what was waiting for it.', {
+      observed: `${client.receivedBytes} of ${conn.socket.bytesWritten} bytes arrived after the client read again; the writer still holds ${conn.writer.queuedBytes} bytes`,
+      expected: 'everything, and an empty writer',
       idea: "after 'drain' the writer carries on",
     }), { within: 1000 });
     const frames = client.frames.length;
@@ -607,7 +613,28 @@ describe('backpressure, done right: waiting, resuming, and telling the truth', (
     await eventually(() => check(client.frames.length > frames, "A frame sent after 'drain' was never written.", {
       observed: `the client caught up (${frames} frames), then one more was sent to an idle writer; 1000 ms later it has not arrived (writer.queuedBytes = ${conn.writer.queuedBytes})`,
       expected: 'the frame written at once: nothing else was waiting',
-      idea: "a writer that stops on write() returning false must start again on 'drain' even when its queue is empty, or the next frame waits for a 'drain' that never comes",
+      idea: "a writer that waited for 'drain' must be ready to write again once it came, even with its queue empty",
+    }), { within: 1000 });
+  });
+
+  test("drained() waits for 'drain' after a frame the socket could not take at once", async () => {
+    const { hub, client, conn } = await pausedWithKernelFull();
+    // The writer holds nothing and the kernel is full: this frame goes straight to the
+    // socket's buffer, and write() returns false. Nothing waits in the writer's queue.
+    hub.send(conn.id, FrameType.DATA, Buffer.alloc(64 * 1024));
+    const drained = conn.writer.drained();
+    const d = watchPromise(drained);
+    await settleWithin(drained, 200);
+    check(d.state === 'pending', "drained() resolved while the socket's buffer was still full.", () => ({
+      observed: `drained() ${d.state} at once, with ${kib(conn.socket.writableLength)} in the socket's buffer (socket.writableNeedDrain = ${conn.socket.writableNeedDrain}) for a client that reads nothing`,
+      expected: "pending until 'drain' (or the close): the socket's buffer is past its high-water mark",
+      idea: "an empty queue is not a drained connection: a frame written straight to the socket may have filled its buffer, so drained() (and the loop, before its next write) waits for the 'drain' that write() promised",
+    }));
+    client.socket.resume();
+    await eventually(() => check(d.state === 'resolved', "drained() never resolved after the client read again.", {
+      observed: `drained() is ${d.state}; the socket's buffer holds ${kib(conn.socket.writableLength)}`,
+      expected: "resolved on 'drain'",
+      idea: "drained() resolves on the socket's 'drain' (or its close)",
     }), { within: 1000 });
   });
 

@@ -62,8 +62,13 @@ export class TestClient {
     return this.chunks[0] ?? Buffer.alloc(0);
   }
 
+  // Our local port, remembered once connected: a closed socket no longer knows it, and a
+  // test often asks after the close (to find the server's side with watchAccepted().of()).
+  private knownPort: number | undefined;
+
+  /** Our local port: the server sees it as the remote port. Still known after the close. */
   get port(): number {
-    return this.socket.localPort ?? 0;
+    return (this.knownPort ??= this.socket.localPort) ?? 0;
   }
 
   /** Received bytes as UTF-8 lines (the last, unfinished one left out). */
@@ -147,7 +152,7 @@ export async function connect(port: number, options: ConnectOptions = {}): Promi
   });
   const client = new TestClient(socket);
   await Promise.race([
-    once(socket, 'connect'),
+    once(socket, 'connect').then(() => client.port),
     once(socket, 'close').then(() => {
       throw new Error(`could not connect to 127.0.0.1:${port}: ${client.error?.message ?? 'closed'}`);
     }),

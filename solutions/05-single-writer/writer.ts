@@ -58,7 +58,8 @@ type Job =
 export class FrameWriter {
   private readonly maxQueuedBytes: number;
   // Frames accepted but not yet handed to the socket, in the order they were sent.
-  private readonly queue: Job[] = [];
+  // Made only when a frame must wait, dropped once empty: an idle connection holds no array.
+  private queue: Job[] | undefined;
   private held = 0;
   private running = false;
 
@@ -83,6 +84,11 @@ export class FrameWriter {
   /** Sends one frame already encoded (a broadcast encodes once for every client). */
   sendFrame(frame: Buffer): boolean {
     if (!this.admit(frame.length)) return false;
+    // Fast path: nothing half-written, nothing waiting, room in the socket: the loop would write it now too.
+    if (!this.running && !this.queue && !this.socket.writableNeedDrain) {
+      this.socket.write(frame);
+      return true;
+    }
     this.enqueue({ kind: 'frame', bytes: frame }, frame.length);
     return true;
   }
@@ -118,20 +124,22 @@ export class FrameWriter {
   }
 
   private enqueue(job: Job, bytes: number): void {
-    this.queue.push(job);
+    (this.queue ??= []).push(job);
     this.held += bytes;
     void this.run();
   }
 
-  // The single writer: the only code that calls socket.write(). It takes one job at a
-  // time, writes it completely (a streamed body included), and waits for 'drain'
-  // whenever write() says the socket's buffer is full. Senders never write themselves,
-  // so nothing can slip between the parts of a frame.
+  // The single writer: with sendFrame()'s fast path, the only code that calls
+  // socket.write(). It takes one job at a time, writes it completely (a streamed body
+  // included), and waits for 'drain' whenever write() says the socket's buffer is full.
+  // Senders never write themselves, so nothing can slip between the parts of a frame.
   private async run(): Promise<void> {
     if (this.running) return;
     this.running = true;
     try {
-      while (this.queue.length > 0 && !this.socket.destroyed) {
+      // A frame sent on the fast path may have filled the socket's buffer: its 'drain' comes first.
+      if (this.socket.writableNeedDrain) await drainOrClose(this.socket);
+      while (this.queue && this.queue.length > 0 && !this.socket.destroyed) {
         const job = this.queue.shift()!;
         if (job.kind === 'frame') {
           this.held -= job.bytes.length;
@@ -147,6 +155,8 @@ export class FrameWriter {
       this.running = false;
     }
     if (this.socket.destroyed) this.abandon();
+    // Everything was written: drop the empty queue (and open the fast path again).
+    else if (this.queue?.length === 0) this.queue = undefined;
   }
 
   // True once the socket has taken the bytes, false if it closed before they left.
@@ -177,7 +187,9 @@ export class FrameWriter {
 
   // The connection is gone: what is still queued will never be sent.
   private abandon(): void {
-    for (const job of this.queue.splice(0)) {
+    const left = this.queue ?? [];
+    this.queue = undefined;
+    for (const job of left) {
       if (job.kind === 'stream') job.done(new Error('the connection closed before the frame was sent'));
       else if (job.kind === 'flush') job.done();
     }
