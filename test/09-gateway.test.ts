@@ -809,52 +809,6 @@ describe('shutdown', () => {
     await stopped;
   });
 
-  test('SIGTERM drains the real process: GOAWAY, every acknowledged message delivered, exit code 0', { timeout: 20_000 }, async () => {
-    const main = await entryUnderTest('#target/09-gateway/main.ts');
-    const child: EntryProcess = spawnEntry(main, { WORKBOOK_ISOLATE: process.env.WORKBOOK_ISOLATE ?? (process.env.WORKBOOK_CAPSTONE_ALONE ? '09' : 'none'), GATEWAY_TOKEN: TOKEN, GATEWAY_LOG_LEVEL: 'info' }, ['--port', '0', '--metrics-port', '0', '--grace-ms', '3000']);
-    h.defer(() => child.kill());
-    const port = await child.port(/"port":(\d+)/, 'a "gateway listening" log line with the port', 8000);
-    const metricsPort = await child.port(/"metricsPort":(\d+)/, 'the metrics port');
-    const sub = await subscriber(port, 'busy');
-    const pubs = await Promise.all([1, 2, 3].map((i) => hello(port, `pub${i}`)));
-    // Publishers keep publishing as fast as their ACKs come back, until the gateway says GOAWAY.
-    let sent = 0;
-    const loops = pubs.map(async (p) => {
-      for (let i = 0; i < 400 && !p.frames.some((f) => f.type === FrameType.GOAWAY) && !p.closed; i++) {
-        const from = p.frames.length;
-        p.send(FrameType.PUBLISH, topicBody('busy', `m${sent++}`));
-        if (!(await waitUntil(() => p.frames.slice(from).some((f) => f.type !== FrameType.MESSAGE && f.type !== FrameType.PING), 2000))) break;
-      }
-    });
-    await eventually(() => check(ofType(pubs[0]!, FrameType.ACK).length >= 5, 'publishing', { observed: show(pubs[0]!.frames), expected: 'ACKs', idea: 'publishers are busy' }), { within: 3000 });
-    const ready = await scrape(metricsPort, '/readyz');
-    // A client that does not close its side when told to: it keeps the drain going until
-    // it leaves, so /readyz can be asked during the drain.
-    const lingerer = await h.connect(port, { allowHalfOpen: true });
-    process.kill(child.pid, 'SIGTERM');
-    let draining = 0;
-    for (const until = performance.now() + 2000; draining !== 503 && performance.now() < until; ) {
-      draining = (await scrape(metricsPort, '/readyz').catch(() => ({ status: -1 }))).status;
-      if (draining !== 503) await new Promise((r) => setTimeout(r, 20));
-    }
-    lingerer.destroy();
-    check(draining === 503, '/readyz still said ready while the gateway was draining.', {
-      observed: `after SIGTERM, while a client still held the drain open, /readyz answered ${draining === -1 ? 'nothing (the metrics port was gone)' : draining} for 2000 ms`,
-      expected: '503 from the moment the drain begins, until the process exits',
-      idea: 'readiness turns false first, so the load balancer stops sending clients before the gateway stops accepting them',
-    });
-    await Promise.all(loops);
-    const exit = await child.waitExit(6000, 'exit code 0 after the drain');
-    await sub.waitClosed('the subscriber\'s connection closed by the gateway', 1000);
-    const acked = pubs.reduce((n, p) => n + ofType(p, FrameType.ACK).length, 0);
-    const got = messages(sub).length;
-    const goaway = [sub, ...pubs].every((c) => c.frames.some((f) => f.type === FrameType.GOAWAY));
-    check(ready.status === 200 && exit.code === 0 && goaway && got === acked, 'SIGTERM did not drain the gateway cleanly.', {
-      observed: `readyz before: ${ready.status}; exit code ${exit.code} (signal ${exit.signal}); GOAWAY to every client: ${goaway}; ${acked} PUBLISH frames acknowledged, ${got} delivered to the subscriber; stderr: ${JSON.stringify(child.stderr().slice(-200))}`,
-      expected: 'GOAWAY to all, every acknowledged message delivered, exit code 0',
-      idea: 'SIGTERM starts the drain of lesson 08: refuse new work, flush what was promised, close, exit by itself',
-    });
-  });
 });
 
 describe('the journal upstream', () => {
@@ -1026,5 +980,56 @@ describe('chaos', () => {
       expected: 'the blackholed one dropped by the heartbeat, the slowloris by the frame deadline or the heartbeat, the paused reader by the heartbeat or its bounds, the reset one at once: and their subscriptions gone with them',
       idea: 'every fault ends in a close the gateway decides, not in a connection held for ever',
     }), { within: 4000 });
+  });
+});
+
+// Last: a child process under tsx is the slowest thing here, so a mistake caught by any
+// cheaper test above is caught before it.
+describe('the real process', () => {
+  test('SIGTERM drains the real process: GOAWAY, every acknowledged message delivered, exit code 0', { timeout: 20_000 }, async () => {
+    const main = await entryUnderTest('#target/09-gateway/main.ts');
+    const child: EntryProcess = spawnEntry(main, { WORKBOOK_ISOLATE: process.env.WORKBOOK_ISOLATE ?? (process.env.WORKBOOK_CAPSTONE_ALONE ? '09' : 'none'), GATEWAY_TOKEN: TOKEN, GATEWAY_LOG_LEVEL: 'info' }, ['--port', '0', '--metrics-port', '0', '--grace-ms', '3000']);
+    h.defer(() => child.kill());
+    const port = await child.port(/"port":(\d+)/, 'a "gateway listening" log line with the port', 8000);
+    const metricsPort = await child.port(/"metricsPort":(\d+)/, 'the metrics port');
+    const sub = await subscriber(port, 'busy');
+    const pubs = await Promise.all([1, 2, 3].map((i) => hello(port, `pub${i}`)));
+    // Publishers keep publishing as fast as their ACKs come back, until the gateway says GOAWAY.
+    let sent = 0;
+    const loops = pubs.map(async (p) => {
+      for (let i = 0; i < 400 && !p.frames.some((f) => f.type === FrameType.GOAWAY) && !p.closed; i++) {
+        const from = p.frames.length;
+        p.send(FrameType.PUBLISH, topicBody('busy', `m${sent++}`));
+        if (!(await waitUntil(() => p.frames.slice(from).some((f) => f.type !== FrameType.MESSAGE && f.type !== FrameType.PING), 2000))) break;
+      }
+    });
+    await eventually(() => check(ofType(pubs[0]!, FrameType.ACK).length >= 5, 'publishing', { observed: show(pubs[0]!.frames), expected: 'ACKs', idea: 'publishers are busy' }), { within: 3000 });
+    const ready = await scrape(metricsPort, '/readyz');
+    // A client that does not close its side when told to: it keeps the drain going until
+    // it leaves, so /readyz can be asked during the drain.
+    const lingerer = await h.connect(port, { allowHalfOpen: true });
+    process.kill(child.pid, 'SIGTERM');
+    let draining = 0;
+    for (const until = performance.now() + 2000; draining !== 503 && performance.now() < until; ) {
+      draining = (await scrape(metricsPort, '/readyz').catch(() => ({ status: -1 }))).status;
+      if (draining !== 503) await new Promise((r) => setTimeout(r, 20));
+    }
+    lingerer.destroy();
+    check(draining === 503, '/readyz still said ready while the gateway was draining.', {
+      observed: `after SIGTERM, while a client still held the drain open, /readyz answered ${draining === -1 ? 'nothing (the metrics port was gone)' : draining} for 2000 ms`,
+      expected: '503 from the moment the drain begins, until the process exits',
+      idea: 'readiness turns false first, so the load balancer stops sending clients before the gateway stops accepting them',
+    });
+    await Promise.all(loops);
+    const exit = await child.waitExit(6000, 'exit code 0 after the drain');
+    await sub.waitClosed('the subscriber\'s connection closed by the gateway', 1000);
+    const acked = pubs.reduce((n, p) => n + ofType(p, FrameType.ACK).length, 0);
+    const got = messages(sub).length;
+    const goaway = [sub, ...pubs].every((c) => c.frames.some((f) => f.type === FrameType.GOAWAY));
+    check(ready.status === 200 && exit.code === 0 && goaway && got === acked, 'SIGTERM did not drain the gateway cleanly.', {
+      observed: `readyz before: ${ready.status}; exit code ${exit.code} (signal ${exit.signal}); GOAWAY to every client: ${goaway}; ${acked} PUBLISH frames acknowledged, ${got} delivered to the subscriber; stderr: ${JSON.stringify(child.stderr().slice(-200))}`,
+      expected: 'GOAWAY to all, every acknowledged message delivered, exit code 0',
+      idea: 'SIGTERM starts the drain of lesson 08: refuse new work, flush what was promised, close, exit by itself',
+    });
   });
 });

@@ -49,9 +49,11 @@ export async function open(options: RunOptions) {
  * Test files run at once for the catalog. Each patched tree is its own vitest project, so
  * each file gets a fresh worker, and its tests spend most of their time waiting on timers
  * and sockets: with 3 workers two cores were 45 % busy. 4 workers took the catalog from
- * 261 s to 206 s on a quiet 2-core machine. WORKBOOK_CATALOG_WORKERS overrides.
+ * 261 s to 206 s on a quiet 2-core machine; 6 took lesson 09's 47 trees from 83 s to 67 s, and
+ * with 6 lesson 03's 52 still used only 54 % of two cores (10: 42 s instead of 52).
+ * WORKBOOK_CATALOG_WORKERS overrides.
  */
-const CATALOG_WORKERS = Number(process.env.WORKBOOK_CATALOG_WORKERS) || 4;
+const CATALOG_WORKERS = Number(process.env.WORKBOOK_CATALOG_WORKERS) || 8;
 
 /**
  * Applies every patch to its own copy of the solution and runs the lesson's tests on each
