@@ -30,9 +30,10 @@ export interface Frame {
   body: Buffer;
 }
 
+const TYPE_NAMES = new Map<number, string>(Object.entries(FrameType).map(([name, type]) => [type, name]));
+
 export function typeName(type: number): string {
-  const hit = Object.entries(FrameType).find(([, v]) => v === type);
-  return hit ? hit[0] : `0x${type.toString(16).padStart(2, '0')}`;
+  return TYPE_NAMES.get(type) ?? `0x${type.toString(16).padStart(2, '0')}`;
 }
 
 /** One whole frame as one Buffer. */

@@ -7,6 +7,7 @@
 import http from 'node:http';
 import type net from 'node:net';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { typeName } from '#protocol';
 
 /** The live numbers the gauges read at each scrape. */
 export interface GatewayState {
@@ -38,6 +39,28 @@ export class GatewayMetrics {
     buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
     registers: [this.registry],
   });
+
+  // Every frame is counted. A child counter per frame type, made once, spares each inc()
+  // prom-client's hashing of the label set.
+  private readonly byType = new Map<Counter, Map<number, Counter.Internal>>();
+  private typed(counter: Counter<'type'>, type: number): Counter.Internal {
+    let children = this.byType.get(counter);
+    if (!children) this.byType.set(counter, (children = new Map()));
+    let child = children.get(type);
+    if (!child) children.set(type, (child = counter.labels({ type: typeName(type) })));
+    return child;
+  }
+
+  /** A frame received. */
+  frameIn(type: number): void {
+    this.typed(this.framesIn, type).inc();
+  }
+
+  /** `count` frames of `type` queued to clients, `bytes` in all. */
+  frameOut(type: number, bytes: number, count = 1): void {
+    this.typed(this.framesOut, type).inc(count);
+    this.bytesOut.inc(bytes);
+  }
 
   constructor(state: () => GatewayState) {
     const gauge = (name: string, help: string, read: (s: GatewayState) => number) =>

@@ -34,6 +34,10 @@ const STOP_WITHIN_MS = 2000;
 // sockets) but not waited on for long: the learner has their failure, and a broken
 // server's stop() often hangs, which would cost every failing test two seconds.
 const STOP_AFTER_FAILURE_MS = 250;
+// How long what a test opened may take to go once it is closed. A bound, not a wait: the
+// probe returns as soon as everything is gone, and on a machine whose cores are busy a
+// long promise chain (8,000 queued frames giving up) can take a few hundred ms to unwind.
+const LEAK_SETTLE_MS = 1500;
 
 export function useHarness(lesson: string): Harness {
   let probe: LeakProbe;
@@ -74,10 +78,10 @@ export function useHarness(lesson: string): Harness {
       });
     }
     if (failedAlready) return;
-    const leaks = await probe.settle(500);
+    const leaks = await probe.settle(LEAK_SETTLE_MS);
     if (!isClean(leaks)) {
       fail('Something outlived the test.', {
-        observed: `500 ms after the test closed its clients and stopped the server, still alive: ${describeLeaks(leaks)}`,
+        observed: `${LEAK_SETTLE_MS} ms after the test closed its clients and stopped the server, still alive: ${describeLeaks(leaks)}`,
         expected: 'nothing: every socket, timer and listener a connection made is released when it ends',
         idea: 'whatever a connection opens, its close path must release (lesson 01)',
       });

@@ -22,6 +22,10 @@ const { values: flags } = parseArgs({
     'log-level': { type: 'string' },
     'grace-ms': { type: 'string' },
     'heartbeat-ms': { type: 'string' },
+    'connect-burst': { type: 'string' },
+    'connect-per-second': { type: 'string' },
+    'publish-burst': { type: 'string' },
+    'publish-per-second': { type: 'string' },
     mine: { type: 'boolean' }, // read by `npm run server`: which tree to run
   },
 });
@@ -52,6 +56,11 @@ try {
     journal: journal ? { host: journalHost, port: Number(journalPort) } : undefined,
     graceMs: number('grace-ms', 'GATEWAY_GRACE_MS'),
     heartbeatMs: number('heartbeat-ms', 'GATEWAY_HEARTBEAT_MS'),
+    // Per client IP. Behind a proxy or a NAT, many clients share one address: raise them.
+    connectBurst: number('connect-burst', 'GATEWAY_CONNECT_BURST'),
+    connectPerSecond: number('connect-per-second', 'GATEWAY_CONNECT_PER_SECOND'),
+    publishBurst: number('publish-burst', 'GATEWAY_PUBLISH_BURST'),
+    publishPerSecond: number('publish-per-second', 'GATEWAY_PUBLISH_PER_SECOND'),
     log,
   });
   const observability = await serveObservability(gateway.metrics, () => gateway.ready, number('metrics-port', 'GATEWAY_METRICS_PORT', 7401));
