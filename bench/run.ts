@@ -121,6 +121,9 @@ if (!flags['no-readme'] && (flags.readme || !flags.quick)) {
 }
 console.log(`\n${table}`);
 console.log(`written: ${written.map((f) => path.relative(process.cwd(), f)).join(', ')}`);
-const failed = records.filter((r) => r.error).length;
-console.log(`${records.length - failed} runs measured, ${failed} failed, in ${Math.round(results.seconds)} s`);
-process.exitCode = failed ? 1 : 0;
+const failed = records.filter((r) => r.error);
+console.log(`${records.length - failed.length} runs measured, ${failed.length} failed, in ${Math.round(results.seconds)} s`);
+// Another server failing a run is a result (the naive gateway starving everyone behind a
+// slow consumer, an unsolved exercise losing messages). The reference failing one is not:
+// then the bench itself, or the machine, is broken.
+process.exitCode = failed.some((r) => r.server === 'gateway') ? 1 : 0;

@@ -12,6 +12,7 @@ export interface LoadConnection {
   send(frames: Buffer[]): void;
   /** Stops reading: the slow consumer. The kernel's buffers fill, then the server's queue. */
   pause(): void;
+  resume(): void;
   /** Resets the connection (RST): no TIME_WAIT is left on the generator's ports. */
   reset(): void;
 }
@@ -62,6 +63,7 @@ function dialTcp(port: number, localAddress: string, events: ConnectionEvents): 
   return {
     send: (frames) => void socket.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames)),
     pause: () => socket.pause(),
+    resume: () => socket.resume(),
     reset: () => (socket.destroyed ? undefined : socket.resetAndDestroy()),
   };
 }
@@ -75,6 +77,7 @@ function dialWs(port: number, localAddress: string, events: ConnectionEvents): L
       for (const frame of frames) ws.send(frame);
     },
     pause: () => ws.pause(),
+    resume: () => ws.resume(),
     reset: () => {
       // terminate() destroys the socket; a reset first leaves no TIME_WAIT behind.
       const socket = (ws as unknown as { _socket?: net.Socket })._socket;

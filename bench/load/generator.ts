@@ -265,6 +265,12 @@ const handlers: { [K in Command['cmd']]: (args: Extract<Command, { cmd: K }>['ar
     return count;
   },
 
+  /** Reads again. A paused client cannot see the server's reset; reading again, it does. */
+  async resume() {
+    for (const client of clients) client.link.resume();
+    return clients.length;
+  },
+
   /** Resets every connection and forgets them; the counters start again. */
   async closeAll({ within }) {
     pumping = false;

@@ -23,6 +23,7 @@ export type Command =
   | { cmd: 'latencyStart'; args: Record<string, never> }
   | { cmd: 'latencyStop'; args: Record<string, never> }
   | { cmd: 'pause'; args: { count: number } }
+  | { cmd: 'resume'; args: Record<string, never> }
   | { cmd: 'closeAll'; args: { within: number } };
 
 export type Reply = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: string };
