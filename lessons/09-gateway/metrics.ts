@@ -83,7 +83,12 @@ export interface ObservabilityServer {
  * draining, so a load balancer stops sending clients before the gateway stops
  * accepting them) and /metrics (Prometheus text) on 127.0.0.1.
  */
-export async function serveObservability(metrics: GatewayMetrics, ready: () => boolean, port = 0): Promise<ObservabilityServer> {
+export async function serveObservability(
+  // A gateway's metrics, or (cluster.ts) a registry that gathers those of every worker.
+  metrics: { registry: { metrics(): Promise<string>; contentType: string } },
+  ready: () => boolean,
+  port = 0,
+): Promise<ObservabilityServer> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz') return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');

@@ -69,6 +69,21 @@ export interface GatewayOptions {
   journal?: { host?: string; port: number };
   /** Structured logs. Default: none. */
   log?: Logger;
+  /** Other gateways' topics: cluster workers (bus.ts) or Redis (redis-bus.ts). */
+  bus?: TopicBus;
+}
+
+/**
+ * How gateways share topics. Each message crosses the bus once and is fanned out locally
+ * by every gateway with a subscriber; a gateway asks only for the topics it has.
+ */
+export interface TopicBus {
+  /** This gateway's first subscriber of `topic` came (true), or its last one left (false). */
+  interest(topic: string, wanted: boolean): void;
+  /** A message published here (its MESSAGE body), for the other gateways. */
+  publish(topic: string, body: Buffer): void;
+  /** Set by the gateway: a message published on another gateway, to fan out here. */
+  deliver?: (topic: string, body: Buffer) => void;
 }
 
 export interface Gateway {
@@ -128,7 +143,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   }
 
   const sessions = new Set<Session>();
-  const registry = new TopicRegistry<Session>();
+  const registry = new TopicRegistry<Session>((topic, live) => options.bus?.interest(topic, live));
   const metrics = new GatewayMetrics(() => ({
     connections: admission.connections,
     subscriptions: registry.subscriptions,
@@ -191,6 +206,23 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       session.corked = false;
       session.socket.uncork();
     }
+  }
+
+  /**
+   * Queues a MESSAGE to every subscriber of `topic` on this gateway; returns how many
+   * queues took it. A MESSAGE body is laid out like the PUBLISH body, so the frame is
+   * built once and the same Buffer goes into every queue. A queue that refuses it has
+   * cut its client (the slow-consumer policy); nobody waits for anybody.
+   */
+  function deliverHere(topic: string, body: Buffer): number {
+    const message = encodeFrame(FrameType.MESSAGE, body);
+    let delivered = 0;
+    for (const subscriber of registry.subscribers(topic)) {
+      batch(subscriber);
+      if (subscriber.writer.sendFrame(message)) delivered++;
+    }
+    metrics.frameOut(FrameType.MESSAGE, message.length * delivered, delivered);
+    return delivered;
   }
 
   function send(session: Session, type: number, body: Buffer | string = Buffer.alloc(0)): void {
@@ -393,23 +425,20 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           return refuse(session, 'UNAVAILABLE', `the journal did not store the message: ${(err as Error).message}`);
         }
       }
-      // A MESSAGE body is laid out like the PUBLISH body, so the frame is built once and
-      // the same Buffer goes into every subscriber's queue. A queue that refuses it has
-      // cut its client (the slow-consumer policy); nobody waits for anybody.
-      const message = encodeFrame(FrameType.MESSAGE, body);
-      let delivered = 0;
-      for (const subscriber of registry.subscribers(topic)) {
-        batch(subscriber);
-        if (subscriber.writer.sendFrame(message)) delivered++;
-      }
-      metrics.frameOut(FrameType.MESSAGE, message.length * delivered, delivered);
+      const delivered = deliverHere(topic, body);
       metrics.published.inc();
+      // Then once to the other gateways; the ACK counts the subscribers reached here.
+      options.bus?.publish(topic, body);
       send(session, FrameType.ACK, `PUBLISH ${id} ${delivered}`);
       metrics.publishSeconds.observe((performance.now() - readAt) / 1000);
     } finally {
       release();
     }
   }
+
+  // A message from another gateway: the same fan-out, without an ACK (its publisher has
+  // had one from the gateway it published to).
+  if (options.bus) options.bus.deliver = (topic, body) => void deliverHere(topic, body);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -1,9 +1,11 @@
 // The gateway as a process: `npm run server` (the reference one), `npm run server --
 // --mine` (yours). Logs are JSON lines on stdout (pino), one per event, each with the
 // connection id it is about. Every flag has an environment variable, for containers.
+import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { stopOnSignals } from '../08-graceful-shutdown/shutdown.ts';
+import { reportMetrics, runPrimary, workerBus } from './cluster.ts';
 import { startGateway } from './gateway.ts';
 import { serveObservability } from './metrics.ts';
 
@@ -26,6 +28,8 @@ const { values: flags } = parseArgs({
     'connect-per-second': { type: 'string' },
     'publish-burst': { type: 'string' },
     'publish-per-second': { type: 'string' },
+    // More than 1: that many worker processes sharing the port (cluster.ts).
+    workers: { type: 'string' },
     mine: { type: 'boolean' }, // read by `npm run server`: which tree to run
   },
 });
@@ -46,9 +50,22 @@ function number(flag: keyof typeof flags, env: string, fallback?: number): numbe
 const log = pino({ level: setting('log-level', 'GATEWAY_LOG_LEVEL') ?? 'info', base: { pid: process.pid } });
 
 try {
+  const workers = number('workers', 'GATEWAY_WORKERS', 1)!;
+  const metricsPort = number('metrics-port', 'GATEWAY_METRICS_PORT', 7401);
+  if (workers > 1 && cluster.isPrimary) await runPrimary({ workers, metricsPort: metricsPort!, log });
+  else await serve();
+} catch (err) {
+  log.fatal({ err }, (err as Error).message);
+  console.error(`gateway did not start: ${(err as Error).message}`);
+  process.exitCode = 1;
+}
+
+/** One gateway: the whole server, or one worker of a cluster (cluster.ts). */
+async function serve(): Promise<void> {
   const token = setting('token', 'GATEWAY_TOKEN') ?? DEV_TOKEN;
   const journal = setting('journal', 'GATEWAY_JOURNAL');
   const [journalHost, journalPort] = journal?.includes(':') ? journal.split(':') : ['127.0.0.1', journal];
+  let stopping: Promise<void> | undefined;
   const gateway = await startGateway({
     port: number('port', 'GATEWAY_PORT', 7400),
     token,
@@ -61,27 +78,31 @@ try {
     connectPerSecond: number('connect-per-second', 'GATEWAY_CONNECT_PER_SECOND'),
     publishBurst: number('publish-burst', 'GATEWAY_PUBLISH_BURST'),
     publishPerSecond: number('publish-per-second', 'GATEWAY_PUBLISH_PER_SECOND'),
+    // A cluster worker shares topics with the others through the primary.
+    bus: cluster.isWorker ? workerBus(() => void stop()) : undefined,
     log,
   });
-  const observability = await serveObservability(gateway.metrics, () => gateway.ready, number('metrics-port', 'GATEWAY_METRICS_PORT', 7401));
-  log.info({ port: gateway.port, metricsPort: observability.port, journal, devToken: token === DEV_TOKEN }, 'gateway listening');
-  console.error(
-    `gateway on 127.0.0.1:${gateway.port}, metrics on http://127.0.0.1:${observability.port}/metrics` +
-      (token === DEV_TOKEN ? `, token "${DEV_TOKEN}" (a dev token: pass --token for anything else)` : ''),
-  );
+  // A worker's metrics are served by the primary, for all workers at once.
+  const observability = cluster.isWorker ? undefined : await serveObservability(gateway.metrics, () => gateway.ready, number('metrics-port', 'GATEWAY_METRICS_PORT', 7401));
+  if (cluster.isWorker) reportMetrics(gateway.metrics.registry);
+  log.info({ port: gateway.port, metricsPort: observability?.port, journal, devToken: token === DEV_TOKEN }, 'gateway listening');
+  if (observability) {
+    console.error(
+      `gateway on 127.0.0.1:${gateway.port}, metrics on http://127.0.0.1:${observability.port}/metrics` +
+        (token === DEV_TOKEN ? `, token "${DEV_TOKEN}" (a dev token: pass --token for anything else)` : ''),
+    );
+  }
 
   // SIGTERM or Ctrl-C: drain (readyz turns 503 at once, GOAWAY to every client, queues
   // flushed within the grace period), then stop the metrics port last, and the process
   // exits by itself with code 0. A second signal exits at once.
-  stopOnSignals(
-    async () => {
+  function stop(): Promise<void> {
+    return (stopping ??= (async () => {
       await gateway.stop();
-      await observability.stop();
-    },
-    (line) => log.info(line),
-  );
-} catch (err) {
-  log.fatal({ err }, (err as Error).message);
-  console.error(`gateway did not start: ${(err as Error).message}`);
-  process.exitCode = 1;
+      await observability?.stop();
+      // A worker's IPC channel would keep it alive: let go of it once drained.
+      if (cluster.isWorker) process.disconnect?.();
+    })());
+  }
+  stopOnSignals(stop, (line) => log.info(line));
 }

@@ -46,6 +46,9 @@ export class TopicRegistry<Subscriber> {
   private readonly topics = new Map<string, Set<Subscriber>>();
   private count = 0;
 
+  /** `onTopic(topic, true)` when a topic gets its first subscriber, `false` when its last leaves. */
+  constructor(private readonly onTopic?: (topic: string, live: boolean) => void) {}
+
   /** Adds a subscription; false if it was there already. */
   subscribe(topic: string, subscriber: Subscriber): boolean {
     let subscribers = this.topics.get(topic);
@@ -53,6 +56,7 @@ export class TopicRegistry<Subscriber> {
     if (subscribers.has(subscriber)) return false;
     subscribers.add(subscriber);
     this.count++;
+    if (subscribers.size === 1) this.onTopic?.(topic, true);
     return true;
   }
 
@@ -61,7 +65,10 @@ export class TopicRegistry<Subscriber> {
     const subscribers = this.topics.get(topic);
     if (!subscribers?.delete(subscriber)) return false;
     this.count--;
-    if (subscribers.size === 0) this.topics.delete(topic);
+    if (subscribers.size === 0) {
+      this.topics.delete(topic);
+      this.onTopic?.(topic, false);
+    }
     return true;
   }
 
