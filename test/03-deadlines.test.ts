@@ -603,7 +603,9 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
     const t0 = performance.now();
     let sent = 0;
     for (let i = 0; i < 9; i++, sent++) socket.write(ping);
-    while (server.connections > 0 && !socket.destroyed && performance.now() - t0 < WRITE + 250) {
+    // Until the server gives up, or well past the deadline: a loaded machine may take a
+    // while to fill the buffers that start the clock, and a server that closes returns early.
+    while (server.connections > 0 && !socket.destroyed && performance.now() - t0 < WRITE + 1000) {
       await sleep(EVERY);
       socket.write(ping);
       sent++;
@@ -614,7 +616,7 @@ describe('deadlines: nothing waits for ever, and give-ups travel', () => {
         expected: `the server destroys the connection about ${WRITE} ms (writeMs) after a write stops making progress`,
         idea: 'every write needs the deadline, a PONG or an ERROR as much as a reply: a client that never reads can make the server write anything',
       });
-    }, { within: 30 });
+    }, { within: 100 });
   });
 
   test('a frame trickled byte by byte is cut off at the frame deadline', async () => {

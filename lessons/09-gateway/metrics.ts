@@ -86,15 +86,17 @@ export interface ObservabilityServer {
 export async function serveObservability(
   // A gateway's metrics, or (cluster.ts) a registry that gathers those of every worker.
   metrics: { registry: { metrics(): Promise<string>; contentType: string } },
-  ready: () => boolean,
+  ready: () => boolean | 'degraded',
   port = 0,
 ): Promise<ObservabilityServer> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz') return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     if (path === '/readyz') {
-      const ok = ready();
-      return void res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ready\n' : 'draining\n');
+      // "degraded" (200): taking clients and fanning out here, but cut off from the
+      // other gateways (Redis is down). Draining (503): send new clients elsewhere.
+      const state = ready();
+      return void res.writeHead(state ? 200 : 503, { 'content-type': 'text/plain' }).end(state === true ? 'ready\n' : state ? 'degraded\n' : 'draining\n');
     }
     if (path === '/metrics') {
       metrics.registry.metrics().then(

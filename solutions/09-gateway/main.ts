@@ -7,6 +7,7 @@ import pino from 'pino';
 import { stopOnSignals } from '../08-graceful-shutdown/shutdown.ts';
 import { reportMetrics, runPrimary, workerBus } from './cluster.ts';
 import { startGateway } from './gateway.ts';
+import { connectRedisBus } from './redis-bus.ts';
 import { serveObservability } from './metrics.ts';
 
 // Good enough on a laptop, where the gateway listens on 127.0.0.1 only. Anywhere else,
@@ -30,6 +31,8 @@ const { values: flags } = parseArgs({
     'publish-per-second': { type: 'string' },
     // More than 1: that many worker processes sharing the port (cluster.ts).
     workers: { type: 'string' },
+    // redis://host:port: share topics with the other gateways through Redis (redis-bus.ts).
+    redis: { type: 'string' },
     mine: { type: 'boolean' }, // read by `npm run server`: which tree to run
   },
 });
@@ -66,6 +69,8 @@ async function serve(): Promise<void> {
   const journal = setting('journal', 'GATEWAY_JOURNAL');
   const [journalHost, journalPort] = journal?.includes(':') ? journal.split(':') : ['127.0.0.1', journal];
   let stopping: Promise<void> | undefined;
+  const redisUrl = setting('redis', 'GATEWAY_REDIS');
+  const redis = redisUrl ? connectRedisBus(redisUrl, log) : undefined;
   const gateway = await startGateway({
     port: number('port', 'GATEWAY_PORT', 7400),
     token,
@@ -78,12 +83,14 @@ async function serve(): Promise<void> {
     connectPerSecond: number('connect-per-second', 'GATEWAY_CONNECT_PER_SECOND'),
     publishBurst: number('publish-burst', 'GATEWAY_PUBLISH_BURST'),
     publishPerSecond: number('publish-per-second', 'GATEWAY_PUBLISH_PER_SECOND'),
-    // A cluster worker shares topics with the others through the primary.
-    bus: cluster.isWorker ? workerBus(() => void stop()) : undefined,
+    // Topics shared through Redis with gateways anywhere, or (a cluster worker without
+    // Redis) through the primary with the other workers.
+    bus: redis ?? (cluster.isWorker ? workerBus(() => void stop()) : undefined),
     log,
   });
   // A worker's metrics are served by the primary, for all workers at once.
-  const observability = cluster.isWorker ? undefined : await serveObservability(gateway.metrics, () => gateway.ready, number('metrics-port', 'GATEWAY_METRICS_PORT', 7401));
+  const ready = () => (!gateway.ready ? false : redis && !redis.healthy ? 'degraded' : true);
+  const observability = cluster.isWorker ? undefined : await serveObservability(gateway.metrics, ready, number('metrics-port', 'GATEWAY_METRICS_PORT', 7401));
   if (cluster.isWorker) reportMetrics(gateway.metrics.registry);
   log.info({ port: gateway.port, metricsPort: observability?.port, journal, devToken: token === DEV_TOKEN }, 'gateway listening');
   if (observability) {
@@ -99,6 +106,7 @@ async function serve(): Promise<void> {
   function stop(): Promise<void> {
     return (stopping ??= (async () => {
       await gateway.stop();
+      await redis?.stop();
       await observability?.stop();
       // A worker's IPC channel would keep it alive: let go of it once drained.
       if (cluster.isWorker) process.disconnect?.();
