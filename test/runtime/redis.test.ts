@@ -2,10 +2,10 @@
 // through a real redis-server (Debian's package; .ci/run installs it), started here on a
 // free loopback port. Redis is killed mid-test and started again: the gateways keep
 // fanning out locally, say "degraded", and go back to sharing when it returns.
-import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
+import { freePort, startRedisServer } from '../../bench/redis-server.ts';
 import { encodeTopicBody } from '../../solutions/09-gateway/topics.ts';
 import { projectRoot } from '../../runtime/targets/resolve.ts';
 import { eventually, FrameType, spawnEntry, useHarness, type EntryProcess, type TestClient } from '../../runtime/harness/index.ts';
@@ -14,28 +14,10 @@ const h = useHarness('runtime');
 const TOKEN = 'redis-token';
 const MAIN = path.join(projectRoot, 'solutions/09-gateway/main.ts');
 
-async function freePort(): Promise<number> {
-  const server = net.createServer().listen(0, '127.0.0.1');
-  await new Promise((resolve) => server.once('listening', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-/** redis-server on `port` (redis' `--port 0` means "no TCP at all", hence a port picked first). */
-async function startRedis(port: number): Promise<{ stop(signal?: NodeJS.Signals): Promise<void> }> {
-  const child: ChildProcess = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const failed = new Promise<never>((_, reject) => child.once('error', (err) => reject(new Error(`redis-server did not start (${err.message}): install it with apt-get install redis-server (.ci/run does)`))));
-  await Promise.race([failed, eventually(() => expect(out).toContain('Ready to accept connections'), { within: 10_000 })]);
-  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
-    if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, signal);
-    await exited;
-  };
-  h.defer(() => stop('SIGKILL'));
-  return { stop };
+async function startRedis(port: number) {
+  const redis = await startRedisServer(port);
+  h.defer(() => redis.stop('SIGKILL'));
+  return redis;
 }
 
 async function startGateway(redisPort: number): Promise<{ gateway: EntryProcess; port: number; metricsPort: number }> {
