@@ -44,7 +44,7 @@ function pick<T extends { name: string }>(all: T[], list: string | undefined, wh
 const scale: Scale = { ...(flags.quick ? QUICK : FULL) };
 if (flags.runs) scale.runs = Number(flags.runs);
 const scenarios = pick(SCENARIOS, flags.only, 'scenario');
-const servers = pick(SERVERS, flags.server, 'server');
+const servers = pick(SERVERS, flags.server, 'server').filter((spec) => flags.server || !(flags.quick && spec.fullRunOnly));
 
 /** Every measurement is bounded: a stalled server fails its run after this. */
 const RUN_LIMIT_MS = 120_000;

@@ -25,10 +25,10 @@ export const FULL: Scale = {
 
 export const QUICK: Scale = {
   runs: 3,
-  idle: { from: 500, to: 1500, heartbeatMs: 150 },
-  throughput: { connections: 200, window: 16, bytes: 64, warmupMs: 300, measureMs: 700 },
+  idle: { from: 500, to: 1500, heartbeatMs: 100 },
+  throughput: { connections: 200, window: 16, bytes: 64, warmupMs: 200, measureMs: 600 },
   fanout: { subscribers: 2000, repeats: 5 },
-  latency: { subscribers: 200, topics: 20, perSecond: 1000, bytes: 2048, warmupMs: 200, ms: 800, graceMs: 1000 },
+  latency: { subscribers: 200, topics: 20, perSecond: 1000, bytes: 2048, warmupMs: 150, ms: 600, graceMs: 1000 },
 };
 
 /** The heartbeat when it is not what is measured: long enough not to fire mid-measurement. */
@@ -244,7 +244,7 @@ async function steadyLoad(ctx: RunContext, withSlowConsumer: boolean): Promise<F
       // Cut or still connected? Only a client that reads can tell: resume it, and a
       // server that reset it shows as a close within moments.
       await slow.call('resume', {});
-      const deadline = performance.now() + 1000;
+      const deadline = performance.now() + 500;
       while ((await slow.counters()).closed === 0 && performance.now() < deadline) await sleep(50);
       figures.slowConsumerCut = (await slow.counters()).closed;
     }

@@ -18,6 +18,8 @@ export interface ServerSpec {
   args(settings: ServerSettings): string[];
   /** The scenarios it takes part in (default: all). */
   only?: string[];
+  /** Left out of --quick unless asked for by name. */
+  fullRunOnly?: boolean;
 }
 
 // The gateway's per-IP limits are sized for many clients behind many addresses; a load
@@ -35,7 +37,7 @@ export const SERVERS: ServerSpec[] = [
   { name: 'ws', label: 'ws pub/sub', transport: 'ws', entry: 'bench/peers/ws-gateway.ts', args: ({ heartbeatMs }) => ['--port', '0', '--token', TOKEN, '--heartbeat-ms', String(heartbeatMs)] },
   // Not a gateway: a server that holds each socket and answers the handshake, nothing
   // else. The idle figure's floor, what Node itself costs per connection.
-  { name: 'bare', label: 'bare socket (the floor)', transport: 'tcp', entry: 'bench/peers/bare.ts', args: () => [], only: ['idle'] },
+  { name: 'bare', label: 'bare socket (the floor)', transport: 'tcp', entry: 'bench/peers/bare.ts', args: () => [], only: ['idle'], fullRunOnly: true },
 ];
 
 export interface RunningServer {
