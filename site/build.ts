@@ -2,7 +2,7 @@
 // check it, the hints one at a time, and the solution as a diff for those who ask), an
 // index, and the protocol. markdown-it renders the prose, shiki colours the code, jsdiff
 // makes the diffs. `npm run site` writes site/dist/; open site/dist/index.html.
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import MarkdownIt from 'markdown-it';
 import { fromHighlighter } from '@shikijs/markdown-it/core';
@@ -48,6 +48,13 @@ export async function buildSite(outDir = path.join(projectRoot, 'site', 'dist'))
 
   write('index.html', 'Staying Connected', indexBody(lessons));
   write('protocol.html', 'The wire protocol', md.render(readFileSync(path.join(lessonsDir, 'PROTOCOL.md'), 'utf8')));
+  // The bench: its README (the last full run's tables) and the charts it drew.
+  const benchDir = path.join(projectRoot, 'bench');
+  mkdirSync(path.join(outDir, 'charts'));
+  for (const chart of readdirSync(path.join(benchDir, 'charts')).filter((f) => f.endsWith('.svg'))) {
+    copyFileSync(path.join(benchDir, 'charts', chart), path.join(outDir, 'charts', chart));
+  }
+  write('bench.html', 'The bench', md.render(readFileSync(path.join(benchDir, 'README.md'), 'utf8')));
   lessons.forEach((lesson, i) => {
     const { body } = splitFrontMatter(readFileSync(lesson.readme, 'utf8'));
     const files = readdirSync(path.join(lessonsDir, lesson.slug)).filter((f) => f.endsWith('.ts')).sort();
@@ -88,7 +95,8 @@ function indexBody(lessons: LessonInfo[]): string {
 Each lesson is a small TCP server that works on the happy path and carries the mistakes real people make about one concern.
 Clone the repository, run <code>npm install</code> and <code>npm start</code>, and fix each server until its tests pass.</p>
 <table><thead><tr><th>#</th><th>Lesson</th><th>The concern</th></tr></thead><tbody>${rows}</tbody></table>
-<p>Every lesson speaks the same <a href="protocol.html">wire protocol</a>.</p>`;
+<p>Every lesson speaks the same <a href="protocol.html">wire protocol</a>. How the finished gateway measures up against
+a naive one and a ws server: <a href="bench.html">the bench</a>.</p>`;
 }
 
 function nav(lessons: LessonInfo[], i: number): string {
@@ -102,7 +110,7 @@ function page(title: string, body: string, lessons: LessonInfo[]): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${escape(title)}</title><style>${CSS}</style></head>
-<body><aside><a class="home" href="index.html">Staying Connected</a><ol>${menu}</ol><a href="protocol.html">The protocol</a></aside>
+<body><aside><a class="home" href="index.html">Staying Connected</a><ol>${menu}</ol><a href="protocol.html">The protocol</a><a href="bench.html">The bench</a></aside>
 <main>${body}</main></body></html>
 `;
 }
@@ -117,6 +125,7 @@ const CSS = `
   .shiki { background-color: var(--shiki-dark-bg) !important; } .shiki span { color: var(--shiki-dark) !important; } }
 body { margin: 0; display: flex; font: 16px/1.6 system-ui, sans-serif; color: var(--fg); background: var(--bg); }
 aside { width: 15rem; flex: none; padding: 1.5rem 1rem; border-right: 1px solid var(--line); font-size: 0.9rem; }
+aside > a { display: block; margin: 0.3rem 0; } main img { max-width: 100%; height: auto; display: block; margin: 0.5rem 0; }
 aside ol { padding-left: 0; list-style: none; } aside li { margin: 0.2rem 0; } aside a { color: var(--fg); text-decoration: none; } .home { font-weight: 600; }
 main { max-width: 52rem; padding: 1.5rem 2rem 4rem; min-width: 0; }
 a { color: var(--accent); } .concern { font-size: 1.1rem; color: var(--muted); }

@@ -14,7 +14,12 @@ describe('site', () => {
     try {
       const site = await buildSite(dir);
       const lessons = listLessons();
-      expect(site.pages).toEqual(['index.html', 'protocol.html', ...lessons.map((l) => `${l.slug}.html`)]);
+      expect(site.pages).toEqual(['index.html', 'protocol.html', 'bench.html', ...lessons.map((l) => `${l.slug}.html`)]);
+      // The bench page shows the charts the last full run drew.
+      for (const [, src] of readFileSync(path.join(dir, 'bench.html'), 'utf8').matchAll(/<img src="([^"]+)"/g)) {
+        expect(existsSync(path.join(dir, src!)), `bench.html shows ${src}`).toBe(true);
+      }
+      expect(readFileSync(path.join(dir, 'bench.html'), 'utf8')).toMatch(/<img src="charts\/[\w-]+\.svg"/);
       for (const lesson of lessons) {
         const html = readFileSync(path.join(dir, `${lesson.slug}.html`), 'utf8');
         expect(html).toContain(`<h1>${lesson.nn} · `);
