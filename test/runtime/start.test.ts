@@ -1,0 +1,74 @@
+// npm start, driven as a person would drive it: in a terminal (tmux, a real pseudo-
+// terminal), on a clone of the workbook, pressing keys and saving files. And without a
+// terminal, where it behaves like npm test.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { appendFileSync, cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { eventually } from '../../runtime/harness/index.ts';
+import { projectRoot } from '../../runtime/targets/resolve.ts';
+
+let clone: string;
+const session = `workbook-start-${process.pid}`;
+
+beforeAll(() => {
+  // A clone of the committed workbook, so that "reset" has a git HEAD to go back to.
+  clone = mkdtempSync(path.join(os.tmpdir(), 'workbook-start-'));
+  execFileSync('git', ['clone', '--quiet', projectRoot, clone]);
+  symlinkSync(path.join(projectRoot, 'node_modules'), path.join(clone, 'node_modules'));
+});
+afterAll(() => {
+  spawnSync('tmux', ['kill-session', '-t', session]);
+  rmSync(clone, { recursive: true, force: true });
+});
+
+const screen = () => execFileSync('tmux', ['capture-pane', '-p', '-S', '-200', '-t', session], { encoding: 'utf8' });
+const press = (key: string) => execFileSync('tmux', ['send-keys', '-t', session, key]);
+const shows = (text: string, within: number) => eventually(() => expect(screen()).toContain(text), { within, every: 100 });
+
+describe('npm start', () => {
+  test('in a terminal: h shows hint 1 then 2, l the lessons, r restores the exercise, a saved fix moves on, d diffs it with the reference, q quits', async () => {
+    const lesson = path.join(clone, 'lessons/01-close-leaks');
+    execFileSync('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '50', '-c', clone, `node --import tsx runtime/cli/start.ts 01 02; echo "start exited with $?"; sleep 60`]);
+    await shows('Keys: h hint', 60_000);
+
+    press('h');
+    await shows('hint 1 of', 5000);
+    press('h');
+    await shows('hint 2 of', 5000);
+    press('l');
+    await shows('▶ 01 Close leaks', 5000);
+
+    const file = path.join(lesson, 'presence.ts');
+    const exercise = readFileSync(file, 'utf8');
+    appendFileSync(file, '\n// an edit that goes wrong\n');
+    press('r');
+    await shows('Reset lessons/01-close-leaks/ to the exercise?', 5000);
+    press('y');
+    await eventually(() => expect(readFileSync(file, 'utf8')).toBe(exercise), { within: 5000, every: 100 });
+    await shows('is the exercise again', 30_000);
+
+    // The fix, saved: the watcher runs the tests, they pass, and lesson 02 is next.
+    for (const f of readdirSync(path.join(clone, 'solutions/01-close-leaks')).filter((f) => f.endsWith('.ts'))) {
+      cpSync(path.join(clone, 'solutions/01-close-leaks', f), path.join(lesson, f));
+    }
+    await shows('Now: lesson 02', 60_000);
+    // The solved lesson's diff to the reference, after a yes: here there is none.
+    press('d');
+    await shows('differs from the reference? (y/N)', 5000);
+    press('y');
+    await shows('is the reference, line for line', 5000);
+
+    press('q');
+    await shows('start exited with 0', 15_000);
+  }, 180_000);
+
+  test('without a terminal it checks the lessons once and exits, non-zero while one fails', () => {
+    // Lesson 02: the test above solved 01 in this clone.
+    const run = spawnSync(process.execPath, ['--import', 'tsx', 'runtime/cli/start.ts', '02'], { cwd: clone, encoding: 'utf8', timeout: 60_000, stdio: ['pipe', 'pipe', 'pipe'] });
+    expect(run.stdout).toContain('Checking every lesson once');
+    expect(run.stdout).toMatch(/0 of 1 lesson\(s\) solved/);
+    expect(run.status).toBe(1);
+  }, 90_000);
+});
