@@ -3,6 +3,7 @@
 // and a plain closing line "N passed, M failed".
 import type { Reporter, TestModule, Vitest } from 'vitest/node';
 import { listLessons, type LessonInfo } from '../lessons.ts';
+import { changedFiles } from '../cli/checksums.ts';
 import { readProgress, writeProgress } from '../cli/state.ts';
 import { groupByProject, isSolved, passedCount, type ProjectResult } from '../cli/results.ts';
 
@@ -57,6 +58,10 @@ export default class ProgressReporter implements Reporter {
     const passed = all.filter((t) => t.state === 'passed').length;
     const failed = all.filter((t) => t.state === 'failed').length + [...results.values()].filter((r) => r.loadErrors.length).length;
     out.push('', `${passed} passed, ${failed} failed`);
+    const changed = changedFiles();
+    if (changed.length) {
+      out.push('', `⚠ Changed since the workbook shipped them: ${changed.join(', ')}.`, '  The results above no longer say whether your server is right. git checkout -- <file> restores one.');
+    }
     console.log(out.join('\n'));
     this.options.onResults?.(results);
   }

@@ -64,11 +64,14 @@ describe('npm start', () => {
     await shows('start exited with 0', 15_000);
   }, 180_000);
 
-  test('without a terminal it checks the lessons once and exits, non-zero while one fails', () => {
-    // Lesson 02: the test above solved 01 in this clone.
+  test('without a terminal it checks the lessons once and exits, non-zero while one fails, and says when a test file was changed', () => {
+    // Lesson 02: the test above solved 01 in this clone. And a test file edited, which
+    // it must say plainly: the results then mean nothing.
+    appendFileSync(path.join(clone, 'test/02-framing.test.ts'), '\n// made easier\n');
     const run = spawnSync(process.execPath, ['--import', 'tsx', 'runtime/cli/start.ts', '02'], { cwd: clone, encoding: 'utf8', timeout: 60_000, stdio: ['pipe', 'pipe', 'pipe'] });
     expect(run.stdout).toContain('Checking every lesson once');
     expect(run.stdout).toMatch(/0 of 1 lesson\(s\) solved/);
+    expect(run.stdout).toContain('Changed since the workbook shipped them: test/02-framing.test.ts');
     expect(run.status).toBe(1);
   }, 90_000);
 });
