@@ -110,11 +110,13 @@ const results: BenchResults = {
 const titles = Object.fromEntries(SCENARIOS.map((s) => [s.name, s.title]));
 const table = markdown(results, titles);
 mkdirSync(flags.out!, { recursive: true });
-const base = path.join(flags.out!, `${results.date}-${machineId}${flags.quick ? '-quick' : ''}`);
+// A run of some scenarios or some servers is kept apart: it must not overwrite the last full run.
+const partial = Boolean(flags.only || flags.server || flags.runs);
+const base = path.join(flags.out!, `${results.date}-${machineId}${flags.quick ? '-quick' : ''}${partial ? '-partial' : ''}`);
 writeFileSync(`${base}.json`, JSON.stringify(results, null, 2) + '\n');
 writeFileSync(`${base}.md`, `# Bench results: ${results.date}, ${machineId}\n\n${table}`);
 const written = [`${base}.json`, `${base}.md`];
-if (!flags['no-readme'] && (flags.readme || !flags.quick)) {
+if (!flags['no-readme'] && (flags.readme || (!flags.quick && !partial))) {
   written.push(...(await charts(results, path.join(benchDir, 'charts'))));
   updateReadme(path.join(benchDir, 'README.md'), table);
   written.push(path.join(benchDir, 'README.md'));

@@ -216,7 +216,17 @@ async function steadyLoad(ctx: RunContext, withSlowConsumer: boolean): Promise<F
   await sleep(200);
   const rssStart = rssBytes(ctx.server.pid);
   let rssPeak = rssStart;
-  const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, rssBytes(ctx.server.pid))), 100);
+  // The server may die under this load (that is a result too): stop sampling, say so below.
+  let serverGone = false;
+  const sampler = setInterval(() => {
+    try {
+      rssPeak = Math.max(rssPeak, rssBytes(ctx.server.pid));
+    } catch {
+      serverGone = true;
+      clearInterval(sampler);
+    }
+  }, 100);
+  const died = (err: Error) => (serverGone ? new Error(`the server process exited during the run: ${ctx.server.stderr().trim().split('\n').slice(-2).join(' / ') || 'no message'}`) : err);
   try {
     const before = (await listeners.counters()).messages;
     await listeners.call('latencyStart', {});
@@ -228,7 +238,7 @@ async function steadyLoad(ctx: RunContext, withSlowConsumer: boolean): Promise<F
     await listeners.call('waitMessages', { total: expected, within: graceMs + ms }).catch(async (err: Error) => {
       const { busy, errors } = await publishers.counters();
       const who = withSlowConsumer ? 'with one subscriber not reading, the others received' : 'the subscribers received';
-      throw new Error(`${who} ${err.message}${busy || errors ? ` (the publishers were answered ${busy} BUSY and ${errors} ERROR)` : ''}`);
+      throw died(new Error(`${who} ${err.message}${busy || errors ? ` (the publishers were answered ${busy} BUSY and ${errors} ERROR)` : ''}`));
     });
     const encoded = (await listeners.call('latencyStop', {})) as string;
     const histogram = hdr.decodeFromCompressedBase64(encoded);
