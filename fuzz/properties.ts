@@ -6,7 +6,8 @@ import { EmptyFrameError, FrameDecoder, FrameTooLargeError, encodeFrame } from '
 import type { Gateway, GatewayOptions } from '../solutions/09-gateway/gateway.ts';
 import { decodeTopicBody, encodeTopicBody, topicProblem } from '../solutions/09-gateway/topics.ts';
 import { describeFrame, FrameType, type Frame } from '../runtime/protocol.ts';
-import { FuzzClient } from './client.ts';
+import { connect, type TestClient } from '../runtime/harness/client.ts';
+import { waitUntil } from '../runtime/harness/eventually.ts';
 import { encodeRequest, expect, TOKEN, type Expected, type Request } from './model.ts';
 
 /** Cuts `bytes` into pieces of the given sizes (cycled), as TCP may deliver them. */
@@ -102,7 +103,7 @@ const isOrdered = (frame: Frame) => frame.type === FrameType.ACK || (frame.type 
 const matches = (frame: Frame, e: Expected) => frame.type === e.type && e.body.test(frame.body.toString());
 
 /** What is wrong with what one client received, or undefined. */
-function judge(requests: Request[], client: FuzzClient): string | undefined {
+function judge(requests: Request[], client: TestClient): string | undefined {
   const state = { authenticated: false };
   const expected: Expected[] = [];
   for (const [i, r] of requests.entries()) {
@@ -142,25 +143,28 @@ function judge(requests: Request[], client: FuzzClient): string | undefined {
 export function gatewaySessions(gateway: () => Gateway) {
   return fc.asyncProperty(gatewayCase, async ({ sessions, piece, leave }) => {
     const gw = gateway();
-    const clients = await Promise.all(sessions.map(() => FuzzClient.connect(gw.port)));
-    sessions.forEach((requests, i) => clients[i]!.send(Buffer.concat(requests.map(encodeRequest)), piece));
+    const clients = await Promise.all(sessions.map(() => connect(gw.port)));
+    // Each session's bytes cut into pieces of `piece` bytes, one write each.
+    sessions.forEach((requests, i) => {
+      const bytes = Buffer.concat(requests.map(encodeRequest));
+      for (let at = 0; at < bytes.length; at += piece) clients[i]!.socket.write(bytes.subarray(at, at + piece));
+    });
     try {
       // Wait for each client's answers (or its close), then judge it.
       const problems = await Promise.all(
         sessions.map(async (requests, i) => {
           const client = clients[i]!;
-          await client.until(() => judge(requests, client) === undefined, 2000);
+          await waitUntil(() => judge(requests, client) === undefined, 2000);
           return judge(requests, client);
         }),
       );
       const problem = problems.find(Boolean);
       if (problem) throw new Error(problem);
     } finally {
-      await Promise.all(clients.map((c) => c.close(leave)));
+      await Promise.all(clients.map((c) => (leave === 'reset' ? c.reset() : c.close(2000))));
     }
     // Whatever happened, nothing of these clients is left in the gateway.
-    const deadline = performance.now() + 2000;
-    while (gw.connections > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    await waitUntil(() => gw.connections === 0, 2000);
     if (gw.connections !== 0 || gw.topics !== 0 || gw.subscriptions !== 0) {
       throw new Error(`after every client left: ${gw.connections} connections, ${gw.topics} topics, ${gw.subscriptions} subscriptions still registered`);
     }

@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import path from 'node:path';
 import readline from 'node:readline';
 import { createTwoFilesPatch } from 'diff';
-import type { LessonInfo } from '../lessons.ts';
+import { listLessons, type LessonInfo } from '../lessons.ts';
 import ProgressReporter from '../reporter/progress.ts';
 import { lessonsDir, projectRoot, solutionsDir } from '../targets/resolve.ts';
 import { nextHint } from './hints.ts';
@@ -147,7 +147,7 @@ function keys(lesson: LessonInfo): string {
 
 function list(current: LessonInfo): string {
   const progress = readProgress().lessons;
-  const rows = pickLessons([]).map((l) => {
+  const rows = listLessons().map((l) => {
     const p = progress[l.slug];
     const mark = p && p.passed === p.total ? '✔' : l.slug === current.slug ? '▶' : ' ';
     return ` ${mark} ${l.nn} ${l.title.padEnd(32)} ${p ? `${p.passed}/${p.total}` : '–'}`;

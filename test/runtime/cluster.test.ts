@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { encodeTopicBody } from '../../solutions/09-gateway/topics.ts';
 import { projectRoot } from '../../runtime/targets/resolve.ts';
+import { greetedClient, messages } from './gateway-client.ts';
 import { eventually, FrameType, spawnEntry, useHarness, type EntryProcess, type TestClient } from '../../runtime/harness/index.ts';
 
 const h = useHarness('runtime');
@@ -24,18 +25,9 @@ async function startCluster(workers: number): Promise<{ gateway: EntryProcess; p
   return { gateway, port, metricsPort };
 }
 
-async function client(port: number, topic?: string): Promise<TestClient> {
-  const c = await h.connect(port);
-  c.send(FrameType.HELLO, JSON.stringify({ token: TOKEN, client: 'cluster-test' }));
-  await c.waitForFrames(1, 'the HELLO reply', 5000);
-  if (topic) {
-    c.send(FrameType.SUBSCRIBE, topic);
-    await c.waitForFrames(2, `the ACK of SUBSCRIBE ${topic}`, 5000);
-  }
-  return c;
-}
+const client = (port: number, topic?: string) => greetedClient(h, port, TOKEN, topic);
 
-const messages = (c: TestClient) => c.frames.filter((f) => f.type === FrameType.MESSAGE).length;
+const messageCount = (c: TestClient) => messages(c).length;
 const workerPids = (gateway: EntryProcess) => [...gateway.stdout().matchAll(/"worker":\d+,"pid":(\d+),"msg":"worker started"/g)].map((m) => Number(m[1]));
 
 async function metric(port: number, name: string): Promise<number> {
@@ -52,7 +44,7 @@ describe('the gateway as a cluster', { timeout: 60_000 }, () => {
     for (let i = 0; i < 6; i++) subscribers.push(await client(port, 'orders'));
     const publisher = await client(port);
     publisher.send(FrameType.PUBLISH, encodeTopicBody('orders', 'across workers'));
-    await eventually(() => expect(subscribers.map(messages)).toEqual([1, 1, 1, 1, 1, 1]), { within: 5000 });
+    await eventually(() => expect(subscribers.map(messageCount)).toEqual([1, 1, 1, 1, 1, 1]), { within: 5000 });
 
     // One /metrics for the whole cluster: prom-client sums the workers' gauges.
     await eventually(async () => expect(await metric(metricsPort, 'gateway_connections')).toBe(7), { within: 5000 });
@@ -72,7 +64,7 @@ describe('the gateway as a cluster', { timeout: 60_000 }, () => {
     const late = await client(port, 'orders');
     const publisher2 = await client(port);
     publisher2.send(FrameType.PUBLISH, encodeTopicBody('orders', 'after the restart'));
-    await eventually(() => expect([...survivors, late].map(messages).every((n, i) => n === (i < survivors.length ? 2 : 1))).toBe(true), { within: 5000 });
+    await eventually(() => expect([...survivors, late].map(messageCount).every((n, i) => n === (i < survivors.length ? 2 : 1))).toBe(true), { within: 5000 });
 
     // SIGTERM: every worker drains (GOAWAY to each client), then everything exits 0.
     process.kill(gateway.pid, 'SIGTERM');

@@ -8,7 +8,8 @@ import { describe, expect, test } from 'vitest';
 import { freePort, startRedisServer } from '../../bench/redis-server.ts';
 import { encodeTopicBody } from '../../solutions/09-gateway/topics.ts';
 import { projectRoot } from '../../runtime/targets/resolve.ts';
-import { eventually, FrameType, spawnEntry, useHarness, type EntryProcess, type TestClient } from '../../runtime/harness/index.ts';
+import { greetedClient, messages } from './gateway-client.ts';
+import { eventually, FrameType, spawnEntry, useHarness, type EntryProcess } from '../../runtime/harness/index.ts';
 
 const h = useHarness('runtime');
 const TOKEN = 'redis-token';
@@ -48,18 +49,8 @@ async function numsub(port: number, channel: string): Promise<number> {
 
 const readyz = async (port: number) => (await (await fetch(`http://127.0.0.1:${port}/readyz`)).text()).trim();
 
-async function client(port: number, topic?: string): Promise<TestClient> {
-  const c = await h.connect(port);
-  c.send(FrameType.HELLO, JSON.stringify({ token: TOKEN, client: 'redis-test' }));
-  await c.waitForFrames(1, 'the HELLO reply', 5000);
-  if (topic) {
-    c.send(FrameType.SUBSCRIBE, topic);
-    await c.waitForFrames(2, `the ACK of SUBSCRIBE ${topic}`, 5000);
-  }
-  return c;
-}
+const client = (port: number, topic?: string) => greetedClient(h, port, TOKEN, topic);
 
-const messages = (c: TestClient) => c.frames.filter((f) => f.type === FrameType.MESSAGE).map((f) => f.body.subarray(2 + f.body.readUInt16BE(0)).toString());
 
 describe('gateways sharing topics through Redis', { timeout: 60_000 }, () => {
   test('a PUBLISH on one gateway reaches the other; without Redis each goes on locally and says degraded; with it back, sharing resumes', async () => {
