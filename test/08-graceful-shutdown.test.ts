@@ -749,7 +749,7 @@ describe('graceful shutdown: flush, deadline, timers, signals', () => {
 
 describe('shutdown.ts on its own: drain() and stopOnSignals() with a plain server', () => {
   test('drain() ends each connection once it has settled, and destroys and counts the rest at the deadline', async () => {
-    const GRACE_MS = 150;
+    const GRACE_MS = 250;
     const bare = await bareServer();
     const [early, later, stuck] = [await h.connect(bare.port), await h.connect(bare.port), await h.connect(bare.port)];
     await registered(bare, 3);
@@ -793,7 +793,7 @@ describe('shutdown.ts on its own: drain() and stopOnSignals() with a plain serve
   });
 
   test('drain() also cuts off a connection that registered after it began', async () => {
-    const GRACE_MS = 150;
+    const GRACE_MS = 250;
     // This server registers a connection only once its first frame arrives, as one that
     // authenticates first would: a client can be accepted before drain() and join after.
     const bare = await bareServer({ registerOnFirstFrame: true });
