@@ -82,7 +82,12 @@ async function interactive(): Promise<void> {
         lastSolved = lesson;
         console.log(`\nLesson ${lesson.nn} solved. Press d to compare your files with the reference.`);
       }
-      current = lessons.findIndex((l, i) => i > current && !solved(results, l));
+      // The next unsolved lesson after this one; past the end, round to the first. Skipping
+      // the only unsolved lesson left stays on it.
+      const unsolvedAfter = (from: number) => lessons.findIndex((l, i) => i > from && !solved(results, l));
+      const next = unsolvedAfter(current) >= 0 ? unsolvedAfter(current) : unsolvedAfter(-1);
+      if (outcome === 'next' && next === current) console.log(`\nLesson ${lesson.nn} is the only one left to solve.`);
+      current = next;
     }
     console.log('\nEvery lesson passes. The capstone server is yours: npm run server -- --mine (see its README).');
   } finally {
