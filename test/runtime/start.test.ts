@@ -26,9 +26,13 @@ afterAll(() => {
 const screen = () => execFileSync('tmux', ['capture-pane', '-p', '-S', '-200', '-t', session], { encoding: 'utf8' });
 const press = (key: string) => execFileSync('tmux', ['send-keys', '-t', session, key]);
 const shows = (text: string, within: number) => eventually(() => expect(screen()).toContain(text), { within, every: 100 });
+// For text already on the screen from before: waits until it is there once more.
+// Counted over the pane's whole history (a cleared screen scrolls into it), so counts only grow.
+const count = (text: string) => execFileSync('tmux', ['capture-pane', '-p', '-S', '-', '-t', session], { encoding: 'utf8' }).split(text).length - 1;
+const showsAgain = (text: string, before: number, within: number) => eventually(() => expect(count(text)).toBeGreaterThan(before), { within, every: 100 });
 
 describe('npm start', () => {
-  test('in a terminal: h shows hint 1 then 2, l the lessons, r restores the exercise, a saved fix moves on, d diffs it with the reference, q quits', async () => {
+  test('in a terminal: h shows hint 1 then 2, l the lessons, r restores the exercise, a saved fix moves on, d diffs it with the reference, c checks all, n skips, q quits', async () => {
     const lesson = path.join(clone, 'lessons/01-close-leaks');
     execFileSync('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '50', '-c', clone, `node --import tsx runtime/cli/start.ts 01 02; echo "start exited with $?"; sleep 60`]);
     await shows('Keys: h hint', 60_000);
@@ -60,9 +64,21 @@ describe('npm start', () => {
     press('y');
     await shows('is the reference, line for line', 5000);
 
+    // c checks every lesson again: 01 is solved now, 02 is not. n on 02, the only lesson
+    // left to solve, stays on it instead of claiming every lesson passes.
+    const watching = count('Now: lesson 02');
+    press('c');
+    await shows('1 of 2 lesson(s) solved', 60_000);
+    await showsAgain('Now: lesson 02', watching, 30_000);
+    const keysShown = count('Keys: h hint');
+    press('n');
+    await shows('Lesson 02 is the only one left to solve.', 5000);
+    await showsAgain('Keys: h hint', keysShown, 30_000);
+
     press('q');
     await shows('start exited with 0', 15_000);
-  }, 180_000);
+    expect(screen()).not.toContain('Every lesson passes');
+  }, 240_000);
 
   test('without a terminal it checks the lessons once and exits, non-zero while one fails, and says when a test file was changed', () => {
     // Lesson 02: the test above solved 01 in this clone. And a test file edited, which
