@@ -47,6 +47,14 @@ function pageFor(href: string): string {
 
 export async function buildSite(outDir = path.join(siteDir, 'dist')): Promise<BuiltSite> {
   const code = new CodeBlocks();
+  try {
+    return await writeSite(code, outDir);
+  } finally {
+    await code.close();
+  }
+}
+
+async function writeSite(code: CodeBlocks, outDir: string): Promise<BuiltSite> {
   const render: Render = { markdown: createMarkdown(code, pageFor), code: (source, lang) => code.add(source, lang) };
   const lessons = listLessons();
   const fromMarkdown = (file: string, label: string, source: string): Page => {
