@@ -145,9 +145,9 @@ async function interactive(): Promise<void> {
   }
 }
 
-/** The keys, under every result. */
+/** The keys, under every result, in two lines that fit 80 columns. */
 function keys(lesson: LessonInfo): string {
-  return `\nKeys: h hint · l lessons · n next lesson · r reset ${lesson.nn} · d diff (once it passes) · c check all · q quit`;
+  return `\nKeys: h hint · l lessons · n next lesson · r reset ${lesson.nn} · c check all · q quit\n      d your files against the reference (once the lesson passes)`;
 }
 
 function list(current: LessonInfo): string {
