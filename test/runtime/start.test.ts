@@ -1,5 +1,5 @@
-// npm start, driven as a person would drive it: in a terminal (tmux, a real pseudo-
-// terminal), on a clone of the workbook, pressing keys and saving files. And without a
+// npm start, driven as a person would drive it: in an 80-column terminal (tmux, a real
+// pseudo-terminal), on a clone of the workbook, pressing keys and saving files. And without a
 // terminal, where it behaves like npm test.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFileSync, cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
@@ -34,7 +34,7 @@ const showsAgain = (text: string, before: number, within: number) => eventually(
 describe('npm start', () => {
   test('in a terminal: h shows hint 1 then 2, l the lessons, r restores the exercise, a saved fix moves on, d diffs it with the reference, c checks all, n skips, q quits', async () => {
     const lesson = path.join(clone, 'lessons/01-close-leaks');
-    execFileSync('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '50', '-c', clone, `node --import tsx runtime/cli/start.ts 01 02; echo "start exited with $?"; sleep 60`]);
+    execFileSync('tmux', ['new-session', '-d', '-s', session, '-x', '80', '-y', '50', '-c', clone, `node --import tsx runtime/cli/start.ts 01 02; echo "start exited with $?"; sleep 60`]);
     await shows('Keys: h hint', 60_000);
 
     press('h');
@@ -78,6 +78,11 @@ describe('npm start', () => {
     press('q');
     await shows('start exited with 0', 15_000);
     expect(screen()).not.toContain('Every lesson passes');
+    // In an 80-column terminal its own lines fit: the keys and the lesson list do not wrap.
+    const lines = execFileSync('tmux', ['capture-pane', '-p', '-J', '-S', '-', '-t', session], { encoding: 'utf8' }).split('\n');
+    const own = lines.filter((l) => /^(Keys: | {6}d your files| [✔▶ ] \d\d )/.test(l));
+    expect(own.length).toBeGreaterThan(3);
+    expect(own.filter((l) => l.trimEnd().length > 80)).toEqual([]);
   }, 240_000);
 
   test('without a terminal it checks the lessons once and exits, non-zero while one fails, and says when a test file was changed', () => {
