@@ -8,7 +8,7 @@ import path from 'node:path';
 import { createTwoFilesPatch } from 'diff';
 import { listLessons, splitFrontMatter, type LessonInfo } from '../runtime/lessons.ts';
 import { lessonsDir, projectRoot, solutionsDir } from '../runtime/targets/resolve.ts';
-import { escape, heading } from './html.ts';
+import { escape, heading, plainText } from './html.ts';
 import { page, type Navigation, type PageLink } from './layout.ts';
 import { CodeBlocks } from './highlight.ts';
 import { createMarkdown } from './markdown.ts';
@@ -35,13 +35,23 @@ interface Page extends PageLink {
   prose: string;
 }
 
-// A link that works on GitHub (to a Markdown file in the repository) becomes a link to the page made from it.
+// A link that works on GitHub (to a Markdown file in the repository) becomes a link to the
+// page made from it.
+const PAGES_FROM_MARKDOWN: Array<[RegExp, (m: RegExpMatchArray) => string]> = [
+  [/(?:^|\/)PROTOCOL\.md$/, () => 'protocol.html'],
+  [/(?:^|\/)(\d\d-[\w-]+)\/README\.md$/, (m) => `${m[1]}.html`],
+  [/(?:^|\/)deploy\/README\.md$/, () => 'operations.html'],
+  [/(?:^|\/)bench\/README\.md$/, () => 'bench.html'],
+];
+
 function pageFor(href: string): string {
   if (/^[a-z]+:/i.test(href) || href.startsWith('#')) return href;
   const [file, hash] = href.split('#') as [string, string?];
-  const target = file.match(/(?:^|\/)PROTOCOL\.md$/) ? 'protocol.html'
-    : file.match(/(?:^|\/)(\d\d-[\w-]+)\/README\.md$/)?.[1]?.concat('.html')
-    ?? (file.match(/(?:^|\/)deploy\/README\.md$/) ? 'operations.html' : file.match(/(?:^|\/)bench\/README\.md$/) ? 'bench.html' : file);
+  let target = file;
+  for (const [pattern, page] of PAGES_FROM_MARKDOWN) {
+    const m = file.match(pattern);
+    if (m) target = page(m);
+  }
   return hash ? `${target}#${hash}` : target;
 }
 
@@ -59,7 +69,8 @@ async function writeSite(code: CodeBlocks, outDir: string): Promise<BuiltSite> {
   const lessons = listLessons();
   const fromMarkdown = (file: string, label: string, source: string): Page => {
     const body = render.markdown(readFileSync(source, 'utf8'));
-    const title = body.match(/<h1[^>]*>([\s\S]*?)<\/h1>/)?.[1]?.replace(/<[^>]+>/g, '') ?? label;
+    const h1 = body.match(/<h1[^>]*>([\s\S]*?)<\/h1>/)?.[1];
+    const title = h1 ? plainText(h1) : label;
     return { file, label, title, body, prose: body };
   };
   const home = indexPage(lessons);
