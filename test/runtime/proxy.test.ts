@@ -123,10 +123,14 @@ describe('fault proxy: faults', () => {
     proxy.add({ kind: 'slicer', bytes: 4, delayMs: 5, direction: 'downstream' });
     const { client, peer } = await connectThrough(proxy, upstream);
     const chunks = recordChunks(client.socket);
+    const writtenAt = performance.now();
     peer.socket.write('abcdefghijklmnopqrst');
     await eventually(() => expect(text(client)).toBe('abcdefghijklmnopqrst'), { within: 1000 });
-    expect(chunks.map((c) => c.size)).toEqual([4, 4, 4, 4, 4]);
-    expect(chunks.at(-1)!.at - chunks[0]!.at).toBeGreaterThanOrEqual(4 * 5 - 2);
+    // Usually [4, 4, 4, 4, 4]. On a loaded machine two pieces can wait in the kernel and be
+    // read as one, so: whole pieces only, and the fifth no sooner than four delays after
+    // the write (a slicer of 8 would be done after two).
+    expect(chunks.map((c) => c.size % 4)).toEqual(chunks.map(() => 0));
+    expect(chunks.at(-1)!.at - writtenAt).toBeGreaterThanOrEqual(4 * 5 - 2);
   });
 
   it('latency: bytes arrive no sooner than ms later', async () => {
