@@ -947,7 +947,11 @@ describe('chaos', () => {
 
   test('a seeded fault run loses no acknowledged message to a healthy subscriber and leaks nothing', { timeout: 20_000 }, async () => {
     const COUNT = 200;
-    const gw = await start({ heartbeatMs: 80, heartbeatWindowMs: 200, frameMs: 200, maxQueuedBytes: 256 * 1024, writeMs: 1000 });
+    // A 250 ms heartbeat and a 600 ms window: the faulty subscribers are still gone well
+    // within the 4 s this test gives them, and a healthy one survives the gateway's process
+    // being kept off the CPU for a while on a loaded machine (its PONGs then wait in the
+    // kernel while the sweep runs late).
+    const gw = await start({ heartbeatMs: 250, heartbeatWindowMs: 600, frameMs: 200, maxQueuedBytes: 256 * 1024, writeMs: 1000 });
     const healthy = [await subscriber(gw.port, 'chaos'), await subscriber(gw.port, 'chaos')];
     const pub = await hello(gw.port, 'chaos-pub');
     for (const c of [...healthy, pub]) answerPings(c);
