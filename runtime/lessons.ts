@@ -2,6 +2,7 @@
 // their manifest (maintainer data, in solutions/) expects of their tests.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { createTwoFilesPatch } from 'diff';
 import { parse as parseYaml } from 'yaml';
 import { lessonNumber, lessonsDir, projectRoot, solutionsDir } from './targets/resolve.ts';
 
@@ -86,4 +87,26 @@ export function manifestPath(slug: string): string {
 export function readManifest(slug: string): Manifest | undefined {
   const file = manifestPath(slug);
   return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Manifest) : undefined;
+}
+
+/** The lesson's code files, as the learner edits them (lessons/NN-slug/*.ts). */
+export function lessonFiles(lesson: LessonInfo): string[] {
+  return readdirSync(path.join(lessonsDir, lesson.slug)).filter((f) => f.endsWith('.ts')).sort();
+}
+
+/**
+ * A unified diff from the lesson's files (the exercise, or the learner's work on it) to the
+ * reference in solutions/; '' when they are the same. npm start shows it once a lesson
+ * passes, and the site behind a click.
+ */
+export function diffToReference(lesson: LessonInfo, labels: [string, string] = ['', '']): string {
+  return lessonFiles(lesson)
+    .map((f) => {
+      const mine = readFileSync(path.join(lessonsDir, lesson.slug, f), 'utf8');
+      const referenceFile = path.join(solutionsDir, lesson.slug, f);
+      const reference = existsSync(referenceFile) ? readFileSync(referenceFile, 'utf8') : '';
+      return mine === reference ? '' : createTwoFilesPatch(`lessons/${lesson.slug}/${f}`, `solutions/${lesson.slug}/${f}`, mine, reference, ...labels);
+    })
+    .filter(Boolean)
+    .join('\n');
 }

@@ -5,9 +5,8 @@
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { createTwoFilesPatch } from 'diff';
-import { listLessons, splitFrontMatter, type LessonInfo } from '../runtime/lessons.ts';
-import { lessonsDir, projectRoot, solutionsDir } from '../runtime/targets/resolve.ts';
+import { diffToReference, lessonFiles, listLessons, splitFrontMatter, type LessonInfo } from '../runtime/lessons.ts';
+import { lessonsDir, projectRoot } from '../runtime/targets/resolve.ts';
 import { escape, heading, plainText } from './html.ts';
 import { page, type Navigation, type PageLink } from './layout.ts';
 import { CodeBlocks } from './highlight.ts';
@@ -103,12 +102,13 @@ async function writeSite(code: CodeBlocks, outDir: string): Promise<BuiltSite> {
 
 function lessonPage(lesson: LessonInfo, render: Render): Page {
   const { body } = splitFrontMatter(readFileSync(lesson.readme, 'utf8'));
-  const files = readdirSync(path.join(lessonsDir, lesson.slug)).filter((f) => f.endsWith('.ts')).sort();
+  const files = lessonFiles(lesson);
   const prose = [
     `<p class="concern">${escape(lesson.concern)}</p>`,
     lesson.learn.length ? `${heading(2, 'What you will learn')}<ul>${lesson.learn.map((l) => `<li>${escape(l)}</li>`).join('')}</ul>` : '',
     render.markdown(body.replace(/^\s*# .*\n/, '')),
   ].join('\n');
+  const solution = diffToReference(lesson);
   const tests = existsSync(lesson.testFile) ? render.code(readFileSync(lesson.testFile, 'utf8'), 'typescript') : '<p>No tests yet.</p>';
   const rest = [
     `${heading(2, 'The exercise')}<p>Fix these files in <code>lessons/${lesson.slug}/</code>, then run <code>npm test -- ${lesson.nn}</code>.</p>`,
@@ -117,22 +117,10 @@ function lessonPage(lesson: LessonInfo, render: Render): Page {
     `${heading(2, 'Hints')}<p>One at a time: each goes a step further than the one before.</p>`,
     // Later hints stay hidden until the one before is opened (assets/site.js).
     ...lesson.hints.map((h, n) => `<details class="hint"${n ? ' hidden' : ''}><summary>Hint ${n + 1} of ${lesson.hints.length}</summary>${render.markdown(h)}</details>`),
-    `${heading(2, 'The solution')}<details class="solution"><summary>Show the diff from the exercise to the reference solution</summary>${solutionDiff(lesson, files, render)}</details>`,
+    `${heading(2, 'The solution')}<details class="solution"><summary>Show the diff from the exercise to the reference solution</summary>${solution ? render.code(solution, 'diff') : '<p>No differences.</p>'}</details>`,
   ].join('\n');
   const title = `${lesson.nn} · ${lesson.title}`;
   return { file: `${lesson.slug}.html`, label: `${lesson.nn} ${lesson.title}`, title, body: `<h1>${escape(title)}</h1>${prose}\n${rest}`, prose };
-}
-
-function solutionDiff(lesson: LessonInfo, files: string[], render: Render): string {
-  const patches = files
-    .filter((f) => existsSync(path.join(solutionsDir, lesson.slug, f)))
-    .map((f) => createTwoFilesPatch(
-      `lessons/${lesson.slug}/${f}`, `solutions/${lesson.slug}/${f}`,
-      readFileSync(path.join(lessonsDir, lesson.slug, f), 'utf8'), readFileSync(path.join(solutionsDir, lesson.slug, f), 'utf8'),
-      '', '', { context: 3 },
-    ))
-    .filter((p) => /\n@@/.test(p));
-  return patches.length ? render.code(patches.join('\n'), 'diff') : '<p>No differences.</p>';
 }
 
 function indexPage(lessons: LessonInfo[]): Page {

@@ -3,6 +3,7 @@
 // to show them. Inline (not <img>) so the diagram takes its colours from the page's CSS
 // variables and follows the theme toggle.
 import { renderMermaidSVG } from 'beautiful-mermaid';
+import { escape } from './html.ts';
 
 // The site's own colour variables; the SVG derives every other shade from these.
 const COLOURS = { bg: 'var(--c-bg)', fg: 'var(--c-fg)', accent: 'var(--c-accent)', muted: 'var(--c-muted)', transparent: true } as const;
@@ -19,7 +20,7 @@ export function renderDiagram(source: string): string {
     .replace(/\bid="([^"]+)"/g, `id="${prefix}$1"`)
     .replace(/url\(#([^)]+)\)/g, `url(#${prefix}$1)`)
     .replace(/href="#([^"]+)"/g, `href="#${prefix}$1"`);
-  return `<figure class="diagram" role="img" aria-label="${escapeAttribute(firstLine(source))}">${svg}</figure>\n`;
+  return `<figure class="diagram" role="img" aria-label="${escape(firstLine(source))}">${svg}</figure>\n`;
 }
 
 function firstLine(source: string): string {
@@ -27,6 +28,3 @@ function firstLine(source: string): string {
   return title ? title[1]!.trim() : 'diagram';
 }
 
-function escapeAttribute(text: string): string {
-  return text.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
-}

@@ -10,7 +10,7 @@ import { startHeartbeatServer } from '#target/04-heartbeat/server.ts';
 import { Heartbeat, type WatchOptions } from '#target/04-heartbeat/heartbeat.ts';
 import { connectHeartbeatClient, type HeartbeatClientOptions } from '#target/04-heartbeat/client.ts';
 import {
-  check, describeLeaks, encode, eventually, fail, FrameType, gate, LeakProbe, LessonFailure, ReferenceDecoder, startFaultProxy, useHarness, waitUntil,
+  check, describeLeaks, encode, eventually, fail, FrameType, gate, ioTurn, LeakProbe, LessonFailure, ReferenceDecoder, startFaultProxy, useHarness, waitUntil,
   typeName, withTimeline, type Frame, type TestClient,
 } from '../runtime/harness/index.ts';
 
@@ -98,10 +98,9 @@ async function nextPing(peer: Peer, within = INTERVAL + SLACK + 500): Promise<vo
       done();
       resolve();
     };
-    // Past the deadline, one I/O turn first (setImmediate runs after the poll phase): after
-    // a stall on a loaded machine this timer is served before a PING already waiting in the
-    // kernel, which then resolves the wait and makes this rejection a no-op.
-    const timer = setTimeout(() => setImmediate(() => {
+    // Past the deadline, one I/O turn first (see ioTurn): a PING already waiting in the
+    // kernel then resolves the wait, and this rejection does nothing.
+    const timer = setTimeout(() => void ioTurn().then(() => {
       done();
       reject(new LessonFailure('The server stopped pinging.', {
         observed: `no PING in ${within} ms${peer.client.closed ? '; the server closed the connection' : ''}`,

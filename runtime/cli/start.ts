@@ -10,13 +10,12 @@
 // Without a terminal (CI, a pipe) there is nobody to press keys: it checks every lesson
 // once, like npm test, and exits.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
-import { createTwoFilesPatch } from 'diff';
-import { listLessons, type LessonInfo } from '../lessons.ts';
+import { diffToReference, listLessons, type LessonInfo } from '../lessons.ts';
 import ProgressReporter from '../reporter/progress.ts';
-import { lessonsDir, projectRoot, solutionsDir } from '../targets/resolve.ts';
+import { projectRoot } from '../targets/resolve.ts';
 import { nextHint } from './hints.ts';
 import { isSolved, type ProjectResult } from './results.ts';
 import { open, pickLessons, runOnce } from './run.ts';
@@ -133,7 +132,7 @@ async function interactive(): Promise<void> {
       if (name === 'd') {
         const target = lastSolved ?? (solved(results, lesson) ? lesson : undefined);
         if (!target) return console.log('\nThe diff to the reference opens once a lesson passes: it would give the answer away.');
-        void ask(`Show how your lessons/${target.slug}/ differs from the reference?`).then((yes) => yes && console.log(diffToReference(target)));
+        void ask(`Show how your lessons/${target.slug}/ differs from the reference?`).then((yes) => yes && console.log(showDiff(target)));
       }
     };
     const vitest = await open({ projects: [lesson.slug], target: 'lessons', reporters: [clear, reporter], watch: true });
@@ -179,13 +178,7 @@ function reset(lesson: LessonInfo): string {
   return `\nlessons/${lesson.slug}/ is the exercise again (${files.length} files); yours are in ${path.relative(projectRoot, backup)}/.`;
 }
 
-function diffToReference(lesson: LessonInfo): string {
-  const files = readdirSync(path.join(lessonsDir, lesson.slug)).filter((f) => f.endsWith('.ts')).sort();
-  const patches = files.map((f) => {
-    const mine = readFileSync(path.join(lessonsDir, lesson.slug, f), 'utf8');
-    const reference = existsSync(path.join(solutionsDir, lesson.slug, f)) ? readFileSync(path.join(solutionsDir, lesson.slug, f), 'utf8') : '';
-    return mine === reference ? '' : createTwoFilesPatch(`lessons/${lesson.slug}/${f}`, `solutions/${lesson.slug}/${f}`, mine, reference, 'yours', 'reference');
-  });
-  const text = patches.filter(Boolean).join('\n');
+function showDiff(lesson: LessonInfo): string {
+  const text = diffToReference(lesson, ['yours', 'reference']);
   return text ? `\n${text}` : `\nYour lessons/${lesson.slug}/ is the reference, line for line.`;
 }

@@ -25,16 +25,23 @@ export async function eventually<T>(probe: () => T | Promise<T>, { within, every
     } catch (err) {
       if (performance.now() >= deadline) {
         if (lastLook) throw err;
-        // On a loaded machine the deadline can pass while this process is not running, and
-        // a timer is served before the I/O that came in meanwhile. Let the event loop take
-        // that I/O once (setImmediate runs after the poll phase), then look a last time.
         lastLook = true;
-        await new Promise((resolve) => setImmediate(resolve));
+        await ioTurn();
         continue;
       }
     }
     await sleep(every);
   }
+}
+
+/**
+ * Lets the event loop take the I/O that is waiting, then resolves. On a loaded machine a
+ * deadline can pass while this process is off the CPU, and the timer that says so is then
+ * served before the bytes that came in meanwhile: a wait that is about to fail looks once
+ * more after this (setImmediate runs after the poll phase).
+ */
+export function ioTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 const NOT_YET = new Error('not yet');

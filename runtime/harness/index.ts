@@ -1,7 +1,7 @@
 // Everything a lesson's tests use, from one import.
 export { useHarness, type Harness, type Stoppable } from './scope.ts';
 export { connect, TestClient, type ConnectOptions } from './client.ts';
-export { eventually, gate, waitUntil } from './eventually.ts';
+export { eventually, gate, ioTurn, waitUntil } from './eventually.ts';
 export { settleWithin, watchPromise, type Settled, type Watched } from './settle.ts';
 export { check, fail, LessonFailure, type Lesson } from './teach.ts';
 export { LeakProbe, describeLeaks, isClean, socketFdCount } from '../probes/leaks.ts';
