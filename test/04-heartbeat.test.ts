@@ -1091,11 +1091,14 @@ describe('baseline: the client heartbeat', () => {
 
 describe('noticing a dead peer: the client', () => {
   test('the client keeps a server that is busy talking but answers PINGs late', async () => {
-    // The server pings the client every interval, but its PONGs come a second late: they
+    // The server pings the client twice an interval, but its PONGs come a second late: they
     // wait behind a backlog of work. (Long enough that no PONG can reach the client before
-    // it has sent its first few PINGs, however slow the machine.)
+    // it has sent its first few PINGs, however slow the machine. Twice an interval, so that
+    // a correct client measuring silence by the clock alone keeps a margin of 75 ms when this
+    // process, which runs both ends, is off the CPU for a while.)
     const PONG_DELAY = 20 * INTERVAL;
-    const srv = await startScripted({ pingEveryMs: INTERVAL, pongDelayMs: PONG_DELAY });
+    const PING_EVERY = INTERVAL / 2;
+    const srv = await startScripted({ pingEveryMs: PING_EVERY, pongDelayMs: PONG_DELAY });
     const t0 = performance.now();
     const { ended, endedAt } = await connectClient(srv.port);
     await eventually(() => {
@@ -1107,7 +1110,7 @@ describe('noticing a dead peer: the client', () => {
       });
     }, { within: KEEP_PINGS * INTERVAL + SLACK + 1000 });
     check(ended() === undefined, 'The client gave up on a server that was talking to it all along.', () => ({
-      observed: `the client hung up ${ms(endedAt()! - t0)} after connecting ("${ended()}"); by then the server had sent it ${srv.sent} PING(s), one every ${INTERVAL} ms, the last of them ${ago(endedAt()! - srv.lastWriteAt)} before it hung up`,
+      observed: `the client hung up ${ms(endedAt()! - t0)} after connecting ("${ended()}"); by then the server had sent it ${srv.sent} PING(s), one every ${PING_EVERY} ms, the last of them ${ago(endedAt()! - srv.lastWriteAt)} before it hung up`,
       expected: `the client stays: frames keep arriving, so the server is alive; only its PONGs are late (${PONG_DELAY} ms)`,
       idea: 'any byte from the peer proves it is alive, not only the PONG to our own PING: count everything received',
     }));
