@@ -43,7 +43,11 @@ export default defineConfig({
       // A patched copy of one lesson's solution, judged alone (see runtime/cli/catalog.ts).
       ...readPlan(process.env.WORKBOOK_CATALOG).map((p) => ({
         plugins: [workbookTargets({ target: p.tree, isolate: p.nn })],
-        test: { ...shared, name: p.project, include: lessonFiles(p.slug), setupFiles: p.stopAtFirstCatch ? ['runtime/cli/catalog-setup.ts'] : [] },
+        test: {
+          ...shared, name: p.project, include: lessonFiles(p.slug),
+          setupFiles: p.stopAtFirstCatch ? ['runtime/cli/catalog-setup.ts'] : [],
+          env: p.only ? { WORKBOOK_CATALOG_ONLY: JSON.stringify(p.only) } : {},
+        },
       })),
     ],
   },

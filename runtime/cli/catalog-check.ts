@@ -6,8 +6,10 @@
 //                                 (as verify does: faster, names one catching test)
 //   --from <dir>                  patches from another tree laid out like solutions/
 //                                 (<dir>/NN-slug/mistakes/*.patch): a held-out set
+//   --record                      write each lesson's mistakes/caught-by.json: the quickest
+//                                 test that caught each mistake, which verify runs first
 import path from 'node:path';
-import { listCatalog, type PatchKind } from './catalog.ts';
+import { listCatalog, writeRecord, type PatchKind } from './catalog.ts';
 import { pickLessons, runCatalog, typecheckTrees } from './run.ts';
 
 const argv = process.argv.slice(2);
@@ -27,6 +29,11 @@ if (!entries.length) {
 }
 const started = performance.now();
 // Every test by default, so the report shows each test that catches a mistake.
+const record = args.includes('--record');
+if (record && (from || args.includes('--first') || names.size || args.includes('--alternatives'))) {
+  console.log('--record needs every mistake of the lesson run on every test: no --from, --first, names or --alternatives.');
+  process.exit(1);
+}
 const judged = await runCatalog(entries, [{}], { everyTest: !args.includes('--first') });
 const typecheck = await typecheckTrees(entries.filter((e) => judged.some((j) => j.entry === e && !j.summary.includes('does not apply'))));
 let bad = typecheck.ok ? 0 : 1;
@@ -35,6 +42,7 @@ for (const j of judged.sort((a, b) => a.entry.project.localeCompare(b.entry.proj
   console.log(`${j.ok ? '✓' : '✗'} ${j.entry.lesson.nn} ${j.entry.kind.slice(0, -1)} ${j.entry.name}: ${j.summary}`);
   for (const f of j.failures) console.log(`      ${f.errorName === 'LessonFailure' ? '' : `[${f.errorName}] `}${f.title}: ${f.firstLine}`);
 }
+if (record) console.log(`\nRecorded the quickest catching test of each caught mistake in ${writeRecord(judged).join(', ')}`);
 console.log(typecheck.ok ? '\n✓ every patched tree typechecks' : `\n✗ a patched tree does not typecheck (a mistake must compile):\n${typecheck.output}`);
 console.log(`\n${judged.length} patch(es) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
 console.log(`${judged.length + 1 - bad} passed, ${bad} failed`);

@@ -25,6 +25,8 @@ export interface CatalogEntry {
   project: string;
   /** The directory laid out like lessons/ that holds the patched lesson. */
   tree: string;
+  /** For a mistake: the tests recorded as catching it (caught-by.json), which verify runs first. */
+  catchers?: string[];
 }
 
 /** Where patched trees are built: inside the project, so they are ESM like the rest. */
@@ -43,6 +45,39 @@ export interface PlannedProject {
   slug: string;
   /** Skip a mistake's remaining tests once one has caught it (see catalog-setup.ts). */
   stopAtFirstCatch: boolean;
+  /** Run these tests alone: the ones recorded as catching the mistake. */
+  only?: string[];
+}
+
+/**
+ * Which test catches each mistake, per lesson: solutions/NN-slug/mistakes/caught-by.json,
+ * written by `npm run catalog -- --record`. verify runs that test alone first and falls
+ * back to the whole file when they no longer catch it: a record can make verify faster,
+ * never make a mistake look caught. The record keeps the first two tests in the file that
+ * caught it (the second runs only if the first did not catch it): a test that catches a
+ * mistake by its timing may miss it now and then, and then the next one catches it.
+ */
+const recordFile = (root: string, slug: string) => path.join(root, slug, 'mistakes', 'caught-by.json');
+
+function readRecord(root: string, slug: string): Record<string, string[]> {
+  const file = recordFile(root, slug);
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, string[]>) : {};
+}
+
+/** Records, for each caught mistake, the first two tests in the file that caught it. */
+export function writeRecord(judged: Judgement[], root = solutionsDir): string[] {
+  const written: string[] = [];
+  for (const slug of new Set(judged.map((j) => j.entry.lesson.slug))) {
+    const record: Record<string, string[]> = {};
+    for (const j of judged.filter((j) => j.entry.lesson.slug === slug && j.entry.kind === 'mistakes' && j.ok).sort((a, b) => a.entry.name.localeCompare(b.entry.name))) {
+      const catchers = j.failures.filter((f) => f.errorName === 'LessonFailure').slice(0, 2);
+      if (catchers.length) record[j.entry.name] = catchers.map((f) => f.title);
+    }
+    const file = recordFile(root, slug);
+    writeFileSync(file, `${JSON.stringify(record, null, 2)}\n`);
+    written.push(path.relative(projectRoot, file));
+  }
+  return written;
 }
 
 /**
@@ -53,6 +88,7 @@ export function listCatalog(lesson: LessonInfo, kinds: PatchKind[] = ['mistakes'
   return kinds.flatMap((kind) => {
     const dir = path.join(root, lesson.slug, kind);
     if (!existsSync(dir)) return [];
+    const record = kind === 'mistakes' ? readRecord(root, lesson.slug) : {};
     return readdirSync(dir)
       .filter((f) => f.endsWith('.patch'))
       .sort()
@@ -69,6 +105,7 @@ export function listCatalog(lesson: LessonInfo, kinds: PatchKind[] = ['mistakes'
           why: patchComment(readFileSync(file, 'utf8')),
           project: ['catalog', ...set, lesson.slug, kind, name].join('/'),
           tree: path.join(catalogRoot, ...set, lesson.slug, kind, name),
+          ...(record[name]?.length ? { catchers: record[name] } : {}),
         };
       });
   });
@@ -117,9 +154,14 @@ function stripPrefix(name: string | undefined): string {
   return name.replace(/^[ab]\//, '');
 }
 
-export function writePlan(entries: CatalogEntry[], { everyTest = false } = {}): void {
+/** `only`: the entries to run by their recorded catcher alone. */
+export function writePlan(entries: CatalogEntry[], { everyTest = false, only = new Set<CatalogEntry>() } = {}): void {
   mkdirSync(catalogRoot, { recursive: true });
-  const plan: PlannedProject[] = entries.map((e) => ({ project: e.project, tree: e.tree, nn: e.lesson.nn, slug: e.lesson.slug, stopAtFirstCatch: !everyTest && e.kind === 'mistakes' }));
+  const plan: PlannedProject[] = entries.map((e) => ({
+    project: e.project, tree: e.tree, nn: e.lesson.nn, slug: e.lesson.slug,
+    stopAtFirstCatch: !everyTest && e.kind === 'mistakes',
+    ...(only.has(e) ? { only: e.catchers } : {}),
+  }));
   writeFileSync(planFile, JSON.stringify(plan, null, 2));
 }
 
@@ -133,13 +175,15 @@ export interface Judgement {
   /** One line for the maintainer: why it is fine, or what is wrong. */
   summary: string;
   /** The tests that failed, with the first line of each error. */
-  failures: Array<{ title: string; errorName: string; firstLine: string }>;
+  failures: Array<{ title: string; errorName: string; firstLine: string; durationMs: number }>;
+  /** A mistake its recorded test no longer caught, judged again on every test. */
+  recordMissed?: boolean;
 }
 
 /** A mistake must be caught by a LessonFailure; an alternative must pass every test. */
 export function judgeEntry(entry: CatalogEntry, result: ProjectResult | undefined): Judgement {
   const failed = (result?.tests ?? []).filter((t) => t.state === 'failed');
-  const failures = failed.map((t) => ({ title: t.title, errorName: t.errorName ?? 'Error', firstLine: firstLine(t) }));
+  const failures = failed.map((t) => ({ title: t.title, errorName: t.errorName ?? 'Error', firstLine: firstLine(t), durationMs: t.durationMs }));
   if (!result || !result.tests.length) return { entry, ok: false, summary: 'its tests did not run', failures };
   if (result.loadErrors.length) return { entry, ok: false, summary: `the test file did not load: ${result.loadErrors[0]}`, failures };
   if (entry.kind === 'alternatives') {

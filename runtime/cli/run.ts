@@ -57,7 +57,9 @@ const CATALOG_WORKERS = Number(process.env.WORKBOOK_CATALOG_WORKERS) || 8;
 
 /**
  * Applies every patch to its own copy of the solution and runs the lesson's tests on each
- * copy, all in one vitest run (the files spread over the workers), then judges each.
+ * copy, all in one vitest run (the files spread over the workers), then judges each. Unless
+ * every test is asked for, a mistake with recorded catchers runs those tests alone; one they
+ * no longer catch runs again on every test, in a second run.
  */
 export async function runCatalog(entries: CatalogEntry[], reporters: Reporter[], { everyTest = false } = {}): Promise<Judgement[]> {
   const broken: Judgement[] = [];
@@ -71,14 +73,23 @@ export async function runCatalog(entries: CatalogEntry[], reporters: Reporter[],
     }
   }
   if (!runnable.length) return broken;
-  writePlan(runnable, { everyTest });
+  const only = new Set(everyTest ? [] : runnable.filter((e) => e.kind === 'mistakes' && e.catchers));
+  const judged = await runTrees(runnable, reporters, { everyTest, only });
+  const missed = judged.filter((j) => only.has(j.entry) && !j.ok).map((j) => j.entry);
+  const again = missed.length ? await runTrees(missed, reporters, { everyTest }) : [];
+  for (const j of again) j.recordMissed = true;
+  return [...judged.filter((j) => !missed.includes(j.entry)), ...again, ...broken];
+}
+
+async function runTrees(entries: CatalogEntry[], reporters: Reporter[], plan: Parameters<typeof writePlan>[1]): Promise<Judgement[]> {
+  writePlan(entries, plan);
   process.env.WORKBOOK_CATALOG = planFile;
   // Some mistakes leak abort listeners on purpose; their tests see the warning as an event,
   // and it need not be printed over the report.
   process.env.NODE_NO_WARNINGS = '1';
   try {
-    const results = await runOnce({ projects: runnable.map((e) => e.project), target: 'solutions', reporters, maxWorkers: CATALOG_WORKERS });
-    return [...runnable.map((e) => judgeEntry(e, results.get(e.project))), ...broken];
+    const results = await runOnce({ projects: entries.map((e) => e.project), target: 'solutions', reporters, maxWorkers: CATALOG_WORKERS });
+    return entries.map((e) => judgeEntry(e, results.get(e.project)));
   } finally {
     rmSync(planFile, { force: true });
     delete process.env.WORKBOOK_CATALOG;

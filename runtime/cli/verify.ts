@@ -92,6 +92,8 @@ async function verify() {
   }
 
   printTable(rows);
+  const missed = catalog.filter((j) => j.recordMissed);
+  if (missed.length) console.log(`\n${missed.length} mistake(s) were not caught by the tests recorded for them, so every test ran: ${missed.map((j) => `${j.entry.lesson.nn} ${j.entry.name}`).join(', ')}. \`npm run catalog -- NN --record\` records the tests that catch them now.`);
   if (violations.length) console.log(`\nViolations:\n${violations.map((v) => `  - ${v.replace(/\n/g, '\n    ')}`).join('\n')}`);
   const checks = rows.length - 1;
   const failed = rows.slice(1).filter((r) => r[0]!.startsWith('✗')).length;

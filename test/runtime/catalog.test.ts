@@ -1,11 +1,11 @@
 // The catalog machinery: patches apply to a copy of the solution, and the judging rules
 // (a mistake needs a LessonFailure; an alternative must pass everything) hold.
 import { describe, expect, test } from 'vitest';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { buildTree, judgeEntry, patchComment, type CatalogEntry } from '../../runtime/cli/catalog.ts';
-import type { ProjectResult } from '../../runtime/cli/results.ts';
+import { buildTree, judgeEntry, listCatalog, patchComment, writeRecord, type CatalogEntry } from '../../runtime/cli/catalog.ts';
+import type { ProjectResult, TestOutcome } from '../../runtime/cli/results.ts';
 import { findLesson } from '../../runtime/lessons.ts';
 import { solutionsDir } from '../../runtime/targets/resolve.ts';
 
@@ -21,7 +21,7 @@ function entry(kind: CatalogEntry['kind'], patch: string): CatalogEntry & { clea
 }
 
 function result(states: Array<[string, 'passed' | 'failed', string?]>): ProjectResult {
-  return { loadErrors: [], durationMs: 1, tests: states.map(([title, state, errorName]) => ({ title, fullName: title, state, ...(errorName ? { errorName, errorMessage: `${errorName}: boom` } : {}) })) };
+  return { loadErrors: [], durationMs: 1, tests: states.map(([title, state, errorName]): TestOutcome => ({ title, fullName: title, state, durationMs: 1, ...(errorName ? { errorName, errorMessage: `${errorName}: boom` } : {}) })) };
 }
 
 const unrefPatch = `# The ticker is unref'd,
@@ -72,6 +72,26 @@ describe('catalog', () => {
     // A TypeError anywhere means the patch breaks the server rather than getting it wrong.
     expect(judgeEntry(e, result([['a', 'failed', 'LessonFailure'], ['b', 'failed', 'TypeError']])).summary).toMatch(/^breaks/);
     expect(judgeEntry(e, undefined).ok).toBe(false);
+  });
+
+  test('the record keeps the first two tests that caught each mistake, and the catalog reads it back', () => {
+    const root = mkdtempSync(path.join(os.tmpdir(), 'workbook-record-'));
+    try {
+      mkdirSync(path.join(root, lesson.slug, 'mistakes'), { recursive: true });
+      writeFileSync(path.join(root, lesson.slug, 'mistakes', 'x.patch'), unrefPatch);
+      writeFileSync(path.join(root, lesson.slug, 'mistakes', 'y.patch'), unrefPatch);
+      const [x, y] = listCatalog(lesson, ['mistakes'], root);
+      expect(x!.catchers).toBeUndefined();
+      const caughtByThree = judgeEntry(x!, result([['a', 'passed'], ['b', 'failed', 'LessonFailure'], ['c', 'failed', 'Error'], ['d', 'failed', 'LessonFailure'], ['e', 'failed', 'LessonFailure']]));
+      const survives = judgeEntry(y!, result([['a', 'passed']]));
+      writeRecord([caughtByThree, survives], root);
+      const [x2, y2] = listCatalog(lesson, ['mistakes'], root);
+      // In file order, LessonFailures only; a mistake that survived has no record.
+      expect(x2!.catchers).toEqual(['b', 'd']);
+      expect(y2!.catchers).toBeUndefined();
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 
   test('an alternative must pass every test', () => {
