@@ -13,12 +13,30 @@ export async function resolve(spec: string, ctx: unknown, next: Next) {
   // Hand the redirected file back to the next resolver (tsx), which marks it as TypeScript.
   const direct = resolveTargetSpecifier(spec, choice);
   if (direct) return asModule(await next(pathToFileURL(direct).href, ctx));
-  const result = await next(spec, ctx);
+  const result = await nextOrFromProject(spec, ctx, next);
   if (!result.url.startsWith('file:')) return result;
   const file = fileOf(result.url);
   const moved = redirect(file, choice);
   return asModule(moved === file ? result : await next(pathToFileURL(moved).href, ctx));
 }
+
+/**
+ * A tree elsewhere has no node_modules and no package.json of its own, so its packages
+ * (pino, prom-client) and `#protocol` are not found from where it lives: they come from
+ * the workbook, as they do for the tests.
+ */
+async function nextOrFromProject(spec: string, ctx: unknown, next: Next): Promise<Resolved> {
+  try {
+    return await next(spec, ctx);
+  } catch (err) {
+    const parent = (ctx as { parentURL?: string } | undefined)?.parentURL;
+    const fromPackage = !/^(\.|\/|file:|node:)/.test(spec);
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND' || !fromPackage || !parent?.startsWith('file:') || !isOutside(fileOf(parent))) throw err;
+    return next(spec, { ...(ctx as object), parentURL: pathToFileURL(path.join(projectRoot, 'package.json')).href });
+  }
+}
+
+const isOutside = (file: string) => path.relative(projectRoot, file).startsWith('..');
 
 /**
  * Lesson code is ESM wherever the tree lives. Inside the project the package.json says so;
@@ -28,8 +46,7 @@ export async function resolve(spec: string, ctx: unknown, next: Next) {
 function asModule(result: Resolved): Resolved {
   if (!result.url.startsWith('file:')) return result;
   const file = fileOf(result.url);
-  const outside = path.relative(projectRoot, file).startsWith('..');
-  if (!outside || !/\.m?ts$/.test(file)) return result;
+  if (!isOutside(file) || !/\.m?ts$/.test(file)) return result;
   return { url: pathToFileURL(file).href, format: 'module' };
 }
 

@@ -83,4 +83,16 @@ describe('under tsx', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 15_000);
+
+  test("a tree outside the project takes its packages and #protocol from the workbook's", async () => {
+    // A copy of solutions/ in /tmp has no node_modules: the capstone's main.ts, run as a
+    // child process, imports pino and #protocol all the same.
+    const dir = fakeTree({ packageJson: false });
+    try {
+      writeFileSync(path.join(dir, '02-framing/who.ts'), "import { diffLines } from 'diff';\nimport { FrameType } from '#protocol';\nexport const who = `${typeof diffLines}+${FrameType.DATA}`;\n");
+      expect(await run({ WORKBOOK_TARGET: dir })).toBe('function+4');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 15_000);
 });
