@@ -6,8 +6,8 @@
 //                                 (as verify does: faster, names one catching test)
 //   --from <dir>                  patches from another tree laid out like solutions/
 //                                 (<dir>/NN-slug/mistakes/*.patch): a held-out set
-//   --record                      write each lesson's mistakes/caught-by.json: the quickest
-//                                 test that caught each mistake, which verify runs first
+//   --record                      write each lesson's mistakes/caught-by.json: the first
+//                                 two tests that caught each mistake, which verify runs first
 import path from 'node:path';
 import { listCatalog, writeRecord, type PatchKind } from './catalog.ts';
 import { pickLessons, runCatalog, typecheckTrees } from './run.ts';
@@ -42,7 +42,7 @@ for (const j of judged.sort((a, b) => a.entry.project.localeCompare(b.entry.proj
   console.log(`${j.ok ? '✓' : '✗'} ${j.entry.lesson.nn} ${j.entry.kind.slice(0, -1)} ${j.entry.name}: ${j.summary}`);
   for (const f of j.failures) console.log(`      ${f.errorName === 'LessonFailure' ? '' : `[${f.errorName}] `}${f.title}: ${f.firstLine}`);
 }
-if (record) console.log(`\nRecorded the quickest catching test of each caught mistake in ${writeRecord(judged).join(', ')}`);
+if (record) console.log(`\nRecorded the first two catching tests of each caught mistake in ${writeRecord(judged).join(', ')}`);
 console.log(typecheck.ok ? '\n✓ every patched tree typechecks' : `\n✗ a patched tree does not typecheck (a mistake must compile):\n${typecheck.output}`);
 console.log(`\n${judged.length} patch(es) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
 console.log(`${judged.length + 1 - bad} passed, ${bad} failed`);

@@ -50,12 +50,12 @@ export interface PlannedProject {
 }
 
 /**
- * Which test catches each mistake, per lesson: solutions/NN-slug/mistakes/caught-by.json,
- * written by `npm run catalog -- --record`. verify runs that test alone first and falls
- * back to the whole file when they no longer catch it: a record can make verify faster,
- * never make a mistake look caught. The record keeps the first two tests in the file that
- * caught it (the second runs only if the first did not catch it): a test that catches a
- * mistake by its timing may miss it now and then, and then the next one catches it.
+ * Which tests catch each mistake, per lesson: solutions/NN-slug/mistakes/caught-by.json,
+ * written by `npm run catalog -- --record`: the first two tests in the file that caught it.
+ * verify runs only those (the second only if the first did not catch it) and falls back to
+ * every test when they no longer catch it: a record can make verify faster, never make a
+ * mistake look caught. Two, because a test that catches a mistake by its timing may miss
+ * it now and then.
  */
 const recordFile = (root: string, slug: string) => path.join(root, slug, 'mistakes', 'caught-by.json');
 
@@ -154,7 +154,7 @@ function stripPrefix(name: string | undefined): string {
   return name.replace(/^[ab]\//, '');
 }
 
-/** `only`: the entries to run by their recorded catcher alone. */
+/** `only`: the entries to run on their recorded catchers alone. */
 export function writePlan(entries: CatalogEntry[], { everyTest = false, only = new Set<CatalogEntry>() } = {}): void {
   mkdirSync(catalogRoot, { recursive: true });
   const plan: PlannedProject[] = entries.map((e) => ({
@@ -175,15 +175,15 @@ export interface Judgement {
   /** One line for the maintainer: why it is fine, or what is wrong. */
   summary: string;
   /** The tests that failed, with the first line of each error. */
-  failures: Array<{ title: string; errorName: string; firstLine: string; durationMs: number }>;
-  /** A mistake its recorded test no longer caught, judged again on every test. */
+  failures: Array<{ title: string; errorName: string; firstLine: string }>;
+  /** A mistake its recorded tests no longer caught, judged again on every test. */
   recordMissed?: boolean;
 }
 
 /** A mistake must be caught by a LessonFailure; an alternative must pass every test. */
 export function judgeEntry(entry: CatalogEntry, result: ProjectResult | undefined): Judgement {
   const failed = (result?.tests ?? []).filter((t) => t.state === 'failed');
-  const failures = failed.map((t) => ({ title: t.title, errorName: t.errorName ?? 'Error', firstLine: firstLine(t), durationMs: t.durationMs }));
+  const failures = failed.map((t) => ({ title: t.title, errorName: t.errorName ?? 'Error', firstLine: firstLine(t) }));
   if (!result || !result.tests.length) return { entry, ok: false, summary: 'its tests did not run', failures };
   if (result.loadErrors.length) return { entry, ok: false, summary: `the test file did not load: ${result.loadErrors[0]}`, failures };
   if (entry.kind === 'alternatives') {

@@ -10,8 +10,6 @@ export interface TestOutcome {
   /** The first error's name and full message, when it failed. */
   errorName?: string;
   errorMessage?: string;
-  /** How long the test itself ran, in ms (0 when it did not run). */
-  durationMs: number;
 }
 
 export interface ProjectResult {
@@ -34,7 +32,6 @@ export function groupByProject(modules: readonly TestModule[]): Map<string, Proj
         title: test.name,
         fullName: test.fullName,
         state: result.state,
-        durationMs: test.diagnostic()?.duration ?? 0,
         ...(error ? { errorName: error.name ?? 'Error', errorMessage: error.message ?? String(error) } : {}),
       });
     }

@@ -21,9 +21,8 @@ export async function resolve(spec: string, ctx: unknown, next: Next) {
 }
 
 /**
- * A tree elsewhere has no node_modules and no package.json of its own, so its packages
- * (pino, prom-client) and `#protocol` are not found from where it lives: they come from
- * the workbook, as they do for the tests.
+ * A tree elsewhere has no node_modules of its own, so its packages (pino, prom-client) are
+ * not found from where it lives: they come from the workbook's, as they do for the tests.
  */
 async function nextOrFromProject(spec: string, ctx: unknown, next: Next): Promise<Resolved> {
   try {

@@ -21,7 +21,7 @@ function entry(kind: CatalogEntry['kind'], patch: string): CatalogEntry & { clea
 }
 
 function result(states: Array<[string, 'passed' | 'failed', string?]>): ProjectResult {
-  return { loadErrors: [], durationMs: 1, tests: states.map(([title, state, errorName]): TestOutcome => ({ title, fullName: title, state, durationMs: 1, ...(errorName ? { errorName, errorMessage: `${errorName}: boom` } : {}) })) };
+  return { loadErrors: [], durationMs: 1, tests: states.map(([title, state, errorName]): TestOutcome => ({ title, fullName: title, state, ...(errorName ? { errorName, errorMessage: `${errorName}: boom` } : {}) })) };
 }
 
 const unrefPatch = `# The ticker is unref'd,
